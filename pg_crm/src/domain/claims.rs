@@ -1,0 +1,52 @@
+//! What `crm_private.begin_request` takes from a verified JWT's claims.
+//!
+//! The edge has already checked the signature, expiry and audience; these rules decide
+//! only whose request it is. Nothing in the claims grants access by itself: membership
+//! and tenant status are checked live in the database.
+
+use serde_json::Value;
+
+/// The user a request is for: the `sub` claim, which must be a UUID.
+pub fn subject(claims: &Value) -> Option<String> {
+    let sub = claims.get("sub")?.as_str()?;
+    is_uuid(sub).then(|| sub.to_ascii_lowercase())
+}
+
+/// Canonical 8-4-4-4-12 hexadecimal form (what PostgreSQL's uuid input also accepts).
+pub fn is_uuid(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() == 36
+        && b.iter().enumerate().all(|(i, c)| match i {
+            8 | 13 | 18 | 23 => *c == b'-',
+            _ => c.is_ascii_hexdigit(),
+        })
+}
+
+#[cfg(test)]
+mod unit {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn subject_is_a_uuid_sub_claim() {
+        let id = "3F2504E0-4F89-11D3-9A0C-0305E82C3301";
+        assert_eq!(subject(&json!({"sub": id})), Some(id.to_ascii_lowercase()));
+    }
+
+    #[test]
+    fn anything_else_is_no_subject() {
+        for claims in [
+            json!({}),
+            json!({"sub": null}),
+            json!({"sub": 42}),
+            json!({"sub": ""}),
+            json!({"sub": "not-a-uuid"}),
+            json!({"sub": "3f2504e0-4f89-11d3-9a0c-0305e82c330"}),
+            json!({"sub": "3f2504e0-4f89-11d3-9a0c-0305e82c3301' or 1=1"}),
+            json!({"sub": "3f2504e0x4f89-11d3-9a0c-0305e82c3301"}),
+            json!("3f2504e0-4f89-11d3-9a0c-0305e82c3301"),
+        ] {
+            assert_eq!(subject(&claims), None, "{claims}");
+        }
+    }
+}

@@ -1,0 +1,8 @@
+//! Business rules as plain Rust: no SPI, no settings, tested with `#[test]`.
+//!
+//! The SQL layer enforces the same limits again as CHECK constraints (the database is
+//! the last line); these functions exist to give callers a precise error first.
+
+pub mod claims;
+pub mod roles;
+pub mod workspace;

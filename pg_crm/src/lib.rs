@@ -1,0 +1,126 @@
+//! pg_crm: Aura's CRM inside PostgreSQL.
+//!
+//! Tenant isolation is enforced by PostgreSQL itself: every tenant table has forced
+//! row-level security whose policies read a per-transaction tenant context, and that
+//! context can only be established by [`context::begin_request`] after a live check of
+//! the caller's membership. The hand-written SQL (schemas, tables, policies, grants,
+//! `api` wrappers) lives in the workspace's `sql/` directory and is included here; the
+//! rules that are more than a query (permissions, validation) are plain Rust in
+//! [`domain`], tested without a database.
+
+use pgrx::prelude::*;
+
+pub mod context;
+pub mod domain;
+pub mod error;
+pub mod operator;
+pub mod workspace;
+
+::pgrx::pg_module_magic!(name, version);
+
+/// Internals: request-context helpers, business rules, operator functions. Never exposed
+/// over HTTP. Declared here so the Rust functions can name it; its SQL objects are in
+/// `sql/schema.sql`.
+#[pg_schema]
+mod crm_private {}
+
+// The script order: compat objects, then the schema, then the Rust functions (each
+// `requires = ["schema"]`), then the `api` SQL that wraps them, then every grant.
+extension_sql_file!("../../sql/supabase_compat.sql", name = "supabase_compat", bootstrap);
+extension_sql_file!(
+    "../../sql/schema.sql",
+    name = "schema",
+    requires = ["supabase_compat", crm_private]
+);
+extension_sql_file!(
+    "../../sql/api.sql",
+    name = "api",
+    requires = ["schema", workspace::update_workspace]
+);
+extension_sql_file!("../../sql/grants.sql", name = "grants", finalize);
+
+#[pg_guard]
+pub extern "C-unwind" fn _PG_init() {
+    context::register_settings();
+}
+
+/// `#[pg_test]`s: only what needs a live backend (SPI, settings, roles). Everything else
+/// is a plain `#[test]` in `domain`, or a case in the `pgrx-tests/` regression suite.
+#[cfg(any(test, feature = "pg_test"))]
+#[pg_schema]
+mod tests {
+    use crate::context::Context;
+    use crate::domain::roles::TenantRole;
+    use crate::error::CrmError;
+    use pgrx::prelude::*;
+    use pgrx::JsonB;
+
+    /// A tenant with its admin: (tenant id, admin user id).
+    fn tenant(slug: &str) -> (String, String) {
+        let created = Spi::get_one_with_args::<JsonB>(
+            "SELECT crm_private.create_tenant('Test', $1, $1 || '@example.test')",
+            &[slug.into()],
+        )
+        .expect("create_tenant")
+        .expect("a result");
+        let field = |k: &str| created.0[k].as_str().expect(k).to_string();
+        (field("tenant_id"), field("admin_user_id"))
+    }
+
+    fn begin_request(user: &str, tenant: &str) -> Result<(), pgrx::spi::Error> {
+        Spi::run_with_args(
+            "SELECT crm_private.begin_request(jsonb_build_object('sub', $1::text, 'role', 'authenticated'), $2::uuid)",
+            &[user.into(), tenant.into()],
+        )
+    }
+
+    #[pg_test]
+    fn begin_request_sets_the_context_from_the_membership() {
+        let (tenant_id, user_id) = tenant("ctx");
+        Spi::run("SET LOCAL ROLE authenticated").unwrap();
+        begin_request(&user_id, &tenant_id).unwrap();
+        // The SET LOCALs made inside the SECURITY DEFINER function (whose own SET clause
+        // pins search_path) outlive the call, for the rest of the transaction.
+        let ctx = Context::current().expect("a context");
+        assert_eq!(ctx, Context { tenant_id: tenant_id.clone(), user_id: user_id.clone(), role: TenantRole::Admin });
+        let sub = Spi::get_one::<String>("SELECT auth.jwt() ->> 'sub'").unwrap();
+        assert_eq!(sub.as_deref(), Some(user_id.as_str()));
+        let visible = Spi::get_one::<i64>("SELECT count(*) FROM core.tenants").unwrap();
+        assert_eq!(visible, Some(1));
+    }
+
+    #[pg_test]
+    fn without_begin_request_there_is_no_context() {
+        let _ = tenant("none");
+        Spi::run("SET LOCAL ROLE authenticated").unwrap();
+        assert!(matches!(Context::current(), Err(CrmError::Forbidden { .. })));
+        let visible = Spi::get_one::<i64>("SELECT count(*) FROM core.tenants").unwrap();
+        assert_eq!(visible, Some(0));
+    }
+
+    #[pg_test(error = "not a member of this tenant")]
+    fn begin_request_refuses_another_tenant() {
+        let (_, user_a) = tenant("aaa");
+        let (tenant_b, _) = tenant("bbb");
+        Spi::run("SET LOCAL ROLE authenticated").unwrap();
+        let _ = begin_request(&user_a, &tenant_b);
+    }
+
+    #[pg_test(error = "permission denied to set parameter \"app.current_tenant_id\"")]
+    fn authenticated_cannot_set_the_context_itself() {
+        let (tenant_id, _) = tenant("forge");
+        Spi::run("SET LOCAL ROLE authenticated").unwrap();
+        let _ = Spi::run(&format!("SET LOCAL app.current_tenant_id = '{tenant_id}'"));
+    }
+}
+
+/// Required by `cargo pgrx test`.
+#[cfg(test)]
+pub mod pg_test {
+    pub fn setup(_options: Vec<&str>) {}
+
+    #[must_use]
+    pub fn postgresql_conf_options() -> Vec<&'static str> {
+        vec!["shared_preload_libraries='pg_crm'"]
+    }
+}

@@ -1,0 +1,167 @@
+//! Operator functions for the DBA (superuser): create a tenant with its first admin, add
+//! members, suspend and reactivate tenants, deactivate members. They live outside `api`
+//! (EXECUTE is granted to nobody), so no HTTP caller can reach them.
+//!
+//! Accounts are matched by lowercased email in `auth.users`; a missing one is created
+//! without a password (the member sets one through the auth flow).
+
+use crate::domain::roles::TenantRole;
+use crate::domain::workspace;
+use crate::error::{CrmError, OrRaise};
+use crate::workspace::check_timezone_exists;
+use pgrx::prelude::*;
+use pgrx::JsonB;
+
+const NIL_INSTANCE: &str = "00000000-0000-0000-0000-000000000000";
+
+fn find_or_create_user(email: &str) -> String {
+    let existing = Spi::get_one_with_args::<String>(
+        "SELECT id::text FROM auth.users WHERE lower(email) = $1 AND NOT is_sso_user ORDER BY created_at LIMIT 1",
+        &[email.into()],
+    );
+    if let Ok(Some(id)) = existing {
+        return id;
+    }
+    Spi::get_one_with_args::<String>(
+        "INSERT INTO auth.users (instance_id, id, aud, role, email, raw_app_meta_data,
+                                 raw_user_meta_data, created_at, updated_at, is_sso_user, is_anonymous)
+         VALUES ($1::uuid, gen_random_uuid(), 'authenticated', 'authenticated', $2,
+                 '{\"provider\": \"email\", \"providers\": [\"email\"]}', '{}', now(), now(), false, false)
+         RETURNING id::text",
+        &[NIL_INSTANCE.into(), email.into()],
+    )
+    .or_raise()
+    .unwrap_or_default()
+}
+
+fn insert_membership(tenant_id: &str, user_id: &str, role: TenantRole, display_name: Option<&str>) {
+    let display_name = display_name
+        .map(|d| workspace::tenant_name(d).map_err(|_| CrmError::invalid("display_name", "must be 1-200 characters")))
+        .transpose()
+        .or_raise();
+    let exists = Spi::get_one_with_args::<bool>(
+        "SELECT EXISTS (SELECT 1 FROM core.memberships WHERE tenant_id = $1::uuid AND user_id = $2::uuid)",
+        &[tenant_id.into(), user_id.into()],
+    )
+    .or_raise()
+    .unwrap_or(false);
+    if exists {
+        CrmError::Conflict("this user is already a member of the tenant".into()).raise();
+    }
+    Spi::run_with_args(
+        "INSERT INTO core.memberships (tenant_id, user_id, role, display_name) VALUES ($1::uuid, $2::uuid, $3, $4)",
+        &[tenant_id.into(), user_id.into(), role.as_str().into(), display_name.into()],
+    )
+    .or_raise();
+}
+
+/// Create a tenant and its first admin. Returns `{tenant_id, admin_user_id}`.
+#[pg_extern(schema = "crm_private", volatile, parallel_unsafe, requires = ["schema"])]
+#[search_path(pg_catalog, pg_temp)]
+fn create_tenant(
+    name: &str,
+    slug: &str,
+    admin_email: &str,
+    admin_display_name: default!(Option<&str>, "NULL"),
+    timezone: default!(&str, "'UTC'"),
+) -> JsonB {
+    let name = workspace::tenant_name(name).or_raise();
+    let slug = workspace::slug(slug).or_raise();
+    let email = workspace::email("admin_email", admin_email).or_raise();
+    let timezone = workspace::timezone_name(timezone).or_raise();
+    check_timezone_exists(&timezone);
+    let taken = Spi::get_one_with_args::<bool>(
+        "SELECT EXISTS (SELECT 1 FROM core.tenants WHERE slug = $1)",
+        &[slug.as_str().into()],
+    )
+    .or_raise()
+    .unwrap_or(false);
+    if taken {
+        CrmError::Conflict(format!("a tenant with slug \"{slug}\" already exists")).raise();
+    }
+    let tenant_id = Spi::get_one_with_args::<String>(
+        "INSERT INTO core.tenants (name, slug, timezone) VALUES ($1, $2, $3) RETURNING id::text",
+        &[name.as_str().into(), slug.as_str().into(), timezone.as_str().into()],
+    )
+    .or_raise()
+    .unwrap_or_default();
+    let user_id = find_or_create_user(&email);
+    insert_membership(&tenant_id, &user_id, TenantRole::Admin, admin_display_name);
+    JsonB(serde_json::json!({ "tenant_id": tenant_id, "admin_user_id": user_id }))
+}
+
+fn require_tenant(tenant_id: &str) {
+    let exists = Spi::get_one_with_args::<bool>(
+        "SELECT EXISTS (SELECT 1 FROM core.tenants WHERE id = $1::uuid)",
+        &[tenant_id.into()],
+    )
+    .or_raise()
+    .unwrap_or(false);
+    if !exists {
+        CrmError::NotFound("no such tenant".into()).raise();
+    }
+}
+
+/// Add a user (found or created by email) to a tenant with a role. Returns the user id.
+#[pg_extern(schema = "crm_private", volatile, parallel_unsafe, requires = ["schema"])]
+#[search_path(pg_catalog, pg_temp)]
+fn add_member(
+    tenant_id: pgrx::Uuid,
+    email: &str,
+    role: &str,
+    display_name: default!(Option<&str>, "NULL"),
+) -> pgrx::Uuid {
+    let tenant_id = tenant_id.to_string();
+    let email = workspace::email("email", email).or_raise();
+    let role = role
+        .parse::<TenantRole>()
+        .map_err(|_| CrmError::invalid("role", "must be admin, manager or rep"))
+        .or_raise();
+    require_tenant(&tenant_id);
+    let user_id = find_or_create_user(&email);
+    insert_membership(&tenant_id, &user_id, role, display_name);
+    Spi::get_one_with_args::<pgrx::Uuid>("SELECT $1::uuid", &[user_id.as_str().into()])
+        .or_raise()
+        .unwrap_or_else(|| CrmError::NotFound("user".into()).raise())
+}
+
+fn set_tenant_status(tenant_id: pgrx::Uuid, status: &str) {
+    let updated = Spi::get_one_with_args::<bool>(
+        "UPDATE core.tenants SET status = $2 WHERE id = $1 RETURNING true",
+        &[tenant_id.into(), status.into()],
+    );
+    if !matches!(updated, Ok(Some(true))) {
+        CrmError::NotFound("no such tenant".into()).raise();
+    }
+}
+
+/// Suspend a tenant: data stays, every member loses access on their next request (F1.5).
+#[pg_extern(schema = "crm_private", volatile, parallel_unsafe, strict, requires = ["schema"])]
+#[search_path(pg_catalog, pg_temp)]
+fn suspend_tenant(tenant_id: pgrx::Uuid) {
+    set_tenant_status(tenant_id, "suspended");
+}
+
+/// Lift a suspension.
+#[pg_extern(schema = "crm_private", volatile, parallel_unsafe, strict, requires = ["schema"])]
+#[search_path(pg_catalog, pg_temp)]
+fn reactivate_tenant(tenant_id: pgrx::Uuid) {
+    set_tenant_status(tenant_id, "active");
+}
+
+/// Set a member's status to `active` or `deactivated` (F3.4): a deactivated member loses
+/// access on their next request; their records stay.
+#[pg_extern(schema = "crm_private", volatile, parallel_unsafe, strict, requires = ["schema"])]
+#[search_path(pg_catalog, pg_temp)]
+fn set_member_status(tenant_id: pgrx::Uuid, user_id: pgrx::Uuid, status: &str) {
+    if !matches!(status, "active" | "deactivated") {
+        CrmError::invalid("status", "must be active or deactivated").raise();
+    }
+    let updated = Spi::get_one_with_args::<bool>(
+        "UPDATE core.memberships SET status = $3 WHERE tenant_id = $1 AND user_id = $2 RETURNING true",
+        &[tenant_id.into(), user_id.into(), status.into()],
+    );
+    if !matches!(updated, Ok(Some(true))) {
+        CrmError::NotFound("no such member in this tenant".into()).raise();
+    }
+}

@@ -1,0 +1,76 @@
+//! Workspace metadata (PRD F1.2, F1.3): the Rust half of `api.update_workspace`.
+//!
+//! The SQL wrapper in `sql/api.sql` is the public surface; this function checks the
+//! caller's role and the values, then updates through SPI as the caller, so row-level
+//! security still has the last word.
+
+use crate::context::Context;
+use crate::domain::roles::Action;
+use crate::domain::workspace::{Change, WorkspacePatch};
+use crate::error::{CrmError, OrRaise};
+use pgrx::prelude::*;
+use pgrx::JsonB;
+
+/// Raise 22023 unless PostgreSQL knows the time zone.
+pub(crate) fn check_timezone_exists(tz: &str) {
+    let known = Spi::get_one_with_args::<bool>(
+        "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_timezone_names WHERE name = $1)",
+        &[tz.into()],
+    )
+    .or_raise()
+    .unwrap_or(false);
+    if !known {
+        CrmError::invalid("timezone", format!("unknown time zone \"{tz}\"; use an IANA name such as Europe/Berlin"))
+            .raise();
+    }
+}
+
+#[pg_extern(schema = "crm_private", volatile, parallel_unsafe, requires = ["schema"])]
+#[search_path(pg_catalog, pg_temp)]
+fn update_workspace(
+    name: Option<&str>,
+    logo_url: Option<&str>,
+    industry: Option<&str>,
+    timezone: Option<&str>,
+) -> Option<JsonB> {
+    let ctx = Context::current().or_raise();
+    if !ctx.role.may(Action::UpdateWorkspace) {
+        CrmError::Forbidden {
+            message: "only tenant admins can update the workspace".into(),
+            hint: Some("ask an admin of this workspace"),
+        }
+        .raise();
+    }
+    let patch = WorkspacePatch::parse(name, logo_url, industry, timezone).or_raise();
+    if let Change::Set(tz) = &patch.timezone {
+        check_timezone_exists(tz);
+    }
+    let value = |c: &Change| c.as_update().1.map(str::to_string);
+    let present = |c: &Change| c.as_update().0;
+    let updated = Spi::get_one_with_args::<JsonB>(
+        "UPDATE core.tenants t SET
+                name = coalesce($2, t.name),
+                logo_url = CASE WHEN $3 THEN $4 ELSE t.logo_url END,
+                industry = CASE WHEN $5 THEN $6 ELSE t.industry END,
+                timezone = coalesce($7, t.timezone)
+          WHERE t.id = $1::uuid
+      RETURNING crm_private.workspace_json(t)",
+        &[
+            ctx.tenant_id.as_str().into(),
+            value(&patch.name).into(),
+            present(&patch.logo_url).into(),
+            value(&patch.logo_url).into(),
+            present(&patch.industry).into(),
+            value(&patch.industry).into(),
+            value(&patch.timezone).into(),
+        ],
+    );
+    match updated {
+        Ok(Some(ws)) => Some(ws),
+        // Row-level security hid the row: the context and the policy disagree.
+        Ok(None) | Err(pgrx::spi::Error::InvalidPosition) => {
+            CrmError::forbidden("the workspace cannot be updated by this user").raise()
+        }
+        Err(e) => Err::<Option<JsonB>, _>(e).or_raise(),
+    }
+}

@@ -1,0 +1,77 @@
+-- crm_private.begin_request: the one gate to a tenant context.
+
+-- An active member of an active tenant gets the context, from live data.
+BEGIN;
+SELECT tests.seed();
+SELECT tests.login('mo@acme.test', 'acme');
+SELECT current_user, crm_private.tenant_role() AS role,
+       crm_private.tenant_id() = tests.tenant_id('acme') AS tenant_ok,
+       crm_private.user_id() = tests.user_id('mo@acme.test') AS user_ok,
+       auth.uid() = tests.user_id('mo@acme.test') AS auth_uid_ok,
+       auth.jwt() ->> 'email' AS jwt_email;
+SELECT api.whoami() - 'user_id' - 'tenant_id' AS whoami;
+ROLLBACK;
+
+-- The role comes from the membership, never from the token.
+BEGIN;
+SELECT tests.seed();
+SET LOCAL ROLE authenticated;
+SELECT crm_private.begin_request(
+    tests.claims('rita@acme.test', 'acme') || '{"app_metadata": {"tenant_role": "admin"}}',
+    tests.tenant_id('acme'));
+SELECT crm_private.tenant_role() AS role;
+ROLLBACK;
+
+-- Refusals: 42501, and no context is left behind.
+BEGIN;
+SELECT tests.seed();
+SET LOCAL ROLE authenticated;
+SELECT tests.try($$SELECT crm_private.begin_request(NULL, tests.tenant_id('acme'))$$) AS no_claims;
+SELECT tests.try($$SELECT crm_private.begin_request('{"sub": "nobody"}', tests.tenant_id('acme'))$$) AS bad_sub;
+SELECT tests.try($$SELECT crm_private.begin_request(tests.claims('ann@acme.test', 'acme'), NULL)$$) AS no_tenant;
+SELECT tests.try($$SELECT crm_private.begin_request(tests.claims('ann@acme.test', 'acme'), tests.tenant_id('globex'))$$) AS other_tenant;
+SELECT tests.try($$SELECT crm_private.begin_request(tests.claims('ann@acme.test', 'acme'), gen_random_uuid())$$) AS unknown_tenant;
+SELECT crm_private.tenant_id() IS NULL AS no_tenant_set, crm_private.user_id() IS NULL AS no_user_set,
+       crm_private.tenant_role() IS NULL AS no_role_set;
+ROLLBACK;
+
+-- A deactivated member loses access on the next request; so does everyone in a
+-- suspended tenant. Reactivation restores it.
+BEGIN;
+SELECT tests.seed();
+SELECT crm_private.set_member_status(tests.tenant_id('acme'), tests.user_id('rita@acme.test'), 'deactivated');
+SELECT crm_private.suspend_tenant(tests.tenant_id('globex'));
+SET LOCAL ROLE authenticated;
+SELECT tests.try($$SELECT crm_private.begin_request(tests.claims('rita@acme.test', 'acme'), tests.tenant_id('acme'))$$) AS deactivated;
+SELECT tests.try($$SELECT crm_private.begin_request(tests.claims('gil@globex.test', 'globex'), tests.tenant_id('globex'))$$) AS suspended;
+SELECT tests.try($$SELECT crm_private.begin_request(tests.claims('mo@acme.test', 'acme'), tests.tenant_id('acme'))$$) AS colleague_unaffected;
+RESET ROLE;
+SELECT crm_private.reactivate_tenant(tests.tenant_id('globex'));
+SET LOCAL ROLE authenticated;
+SELECT tests.try($$SELECT crm_private.begin_request(tests.claims('gil@globex.test', 'globex'), tests.tenant_id('globex'))$$) AS reactivated;
+ROLLBACK;
+
+-- The context cannot be forged with SET: the settings are superuser-only.
+BEGIN;
+SELECT tests.seed();
+SET LOCAL ROLE authenticated;
+SELECT tests.try(format('SET LOCAL app.current_tenant_id = %L', tests.tenant_id('acme'))) AS set_tenant;
+SELECT tests.try($$SET LOCAL app.tenant_role = 'admin'$$) AS set_role;
+SELECT tests.try(format('SELECT set_config(%L, %L, true)', 'app.current_user_id', tests.user_id('ann@acme.test'))) AS set_config_user;
+SELECT count(*) AS tenants_visible FROM core.tenants;
+ROLLBACK;
+
+-- The context is transaction-local: the next transaction starts without one.
+BEGIN;
+SELECT tests.seed();
+SELECT tests.login('ann@acme.test', 'acme');
+SELECT crm_private.tenant_id() IS NOT NULL AS has_context;
+COMMIT;
+SELECT crm_private.tenant_id() IS NULL AS no_context_after_commit,
+       current_setting('app.current_tenant_id', true) AS raw_setting;
+-- (the seed above was committed: remove it)
+BEGIN;
+DELETE FROM core.memberships;
+DELETE FROM core.tenants;
+DELETE FROM auth.users;
+COMMIT;

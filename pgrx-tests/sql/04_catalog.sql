@@ -1,0 +1,95 @@
+-- The table shape, checked in the catalog. Each query lists violations: expected empty.
+BEGIN;
+CREATE TEMP VIEW crm_tables AS
+    SELECT c.oid AS rel, c.oid::regclass AS name
+    FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+    WHERE n.nspname IN ('core', 'crm', 'crm_private', 'api') AND c.relkind IN ('r', 'p');
+
+-- The tables this check covers (so a table cannot slip out of it unnoticed).
+SELECT name FROM crm_tables ORDER BY name::text;
+
+-- RLS enabled and forced.
+SELECT name AS rls_not_forced FROM crm_tables t JOIN pg_class c ON c.oid = t.rel
+WHERE NOT (c.relrowsecurity AND c.relforcerowsecurity) ORDER BY 1;
+
+-- Tables owned by anything but the NOLOGIN owner role.
+SELECT name AS wrong_owner, pg_get_userbyid(c.relowner) FROM crm_tables t JOIN pg_class c ON c.oid = t.rel
+WHERE pg_get_userbyid(c.relowner) <> 'crm_owner' ORDER BY 1;
+
+-- No restrictive policy; every policy is for `authenticated` only.
+SELECT polrelid::regclass, polname AS restrictive_or_not_authenticated FROM pg_policy p JOIN crm_tables t ON t.rel = p.polrelid
+WHERE NOT p.polpermissive OR p.polroles <> ARRAY['authenticated'::regrole::oid] ORDER BY 1, 2;
+
+-- At most one policy per command (a FOR ALL policy counts for each).
+WITH per_cmd AS (
+    SELECT p.polrelid, unnest(CASE p.polcmd WHEN '*' THEN ARRAY['r', 'a', 'w', 'd'] ELSE ARRAY[p.polcmd::text] END) AS cmd
+    FROM pg_policy p JOIN crm_tables t ON t.rel = p.polrelid)
+SELECT polrelid::regclass, cmd AS several_policies_for FROM per_cmd GROUP BY 1, 2 HAVING count(*) > 1 ORDER BY 1, 2;
+
+-- Every command granted to authenticated has its policy (and none is granted without).
+WITH granted AS (
+    SELECT t.rel, cmd, CASE cmd WHEN 'r' THEN has_any_column_privilege('authenticated', t.rel, 'SELECT')
+                                WHEN 'a' THEN has_any_column_privilege('authenticated', t.rel, 'INSERT')
+                                WHEN 'w' THEN has_any_column_privilege('authenticated', t.rel, 'UPDATE')
+                                WHEN 'd' THEN has_table_privilege('authenticated', t.rel, 'DELETE') END AS granted,
+           EXISTS (SELECT 1 FROM pg_policy p WHERE p.polrelid = t.rel AND p.polcmd IN (cmd::"char", '*')) AS has_policy
+    FROM crm_tables t CROSS JOIN unnest(ARRAY['r', 'a', 'w', 'd']) cmd)
+SELECT rel::regclass, cmd AS granted_without_policy FROM granted WHERE granted AND NOT has_policy ORDER BY 1, 2;
+
+-- No subquery in any policy (Citus refuses them on distributed tables).
+SELECT polrelid::regclass, polname AS has_subquery FROM pg_policy p JOIN crm_tables t ON t.rel = p.polrelid
+WHERE coalesce(pg_get_expr(p.polqual, p.polrelid), '') || coalesce(pg_get_expr(p.polwithcheck, p.polrelid), '') ~* '\mselect\M'
+ORDER BY 1, 2;
+
+-- The tenant match comes first in every policy.
+SELECT polrelid::regclass, polname AS tenant_match_not_first FROM pg_policy p JOIN crm_tables t ON t.rel = p.polrelid
+WHERE coalesce(pg_get_expr(p.polqual, p.polrelid), pg_get_expr(p.polwithcheck, p.polrelid)) !~ '^\(*(id|tenant_id) = crm_private\.tenant_id\(\)'
+ORDER BY 1, 2;
+
+-- Functions policies call: which ones, and that each is an inlinable SQL helper
+-- (LANGUAGE sql, not VOLATILE, not SECURITY DEFINER, no SET clause, no table read).
+SELECT DISTINCT d.refobjid::regprocedure AS called_from_policies
+FROM pg_depend d JOIN pg_policy p ON d.classid = 'pg_policy'::regclass AND d.objid = p.oid
+JOIN crm_tables t ON t.rel = p.polrelid
+WHERE d.refclassid = 'pg_proc'::regclass ORDER BY 1;
+SELECT DISTINCT f.oid::regprocedure AS not_an_inlinable_helper
+FROM pg_depend d JOIN pg_policy p ON d.classid = 'pg_policy'::regclass AND d.objid = p.oid
+JOIN pg_proc f ON d.refclassid = 'pg_proc'::regclass AND f.oid = d.refobjid
+WHERE f.prolang <> (SELECT oid FROM pg_language WHERE lanname = 'sql')
+   OR f.provolatile = 'v' OR f.prosecdef OR f.proconfig IS NOT NULL OR f.prosrc ~* '\mfrom\M'
+ORDER BY 1;
+
+-- Tenant-scoped tables: tenant_id uuid NOT NULL leading the primary key; every index
+-- leads with it (core.tenants is the tenant registry, keyed by the tenant id itself).
+SELECT name AS no_leading_tenant_key FROM crm_tables t
+WHERE name <> 'core.tenants'::regclass AND NOT EXISTS (
+    SELECT 1 FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
+    WHERE i.indrelid = t.rel AND i.indisprimary AND a.attname = 'tenant_id' AND a.attnotnull
+      AND a.atttypid = 'uuid'::regtype)
+ORDER BY 1;
+SELECT i.indexrelid::regclass AS index_not_led_by_tenant FROM pg_index i JOIN crm_tables t ON t.rel = i.indrelid
+JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
+WHERE t.name <> 'core.tenants'::regclass AND a.attname <> 'tenant_id' ORDER BY 1;
+
+-- Foreign keys between tenant tables are composite, led by tenant_id.
+SELECT c.conname AS fk_not_tenant_scoped FROM pg_constraint c JOIN crm_tables t ON t.rel = c.conrelid
+JOIN crm_tables r ON r.rel = c.confrelid
+WHERE c.contype = 'f' AND (SELECT attname FROM pg_attribute WHERE attrelid = c.conrelid AND attnum = c.conkey[1]) <> 'tenant_id'
+ORDER BY 1;
+
+-- The stamp columns and their trigger on every table.
+SELECT name AS missing_stamps FROM crm_tables t
+WHERE (SELECT count(*) FROM pg_attribute WHERE attrelid = t.rel AND NOT attisdropped
+       AND attname IN ('created_at', 'updated_at', 'created_by', 'updated_by')) <> 4
+   OR NOT EXISTS (SELECT 1 FROM pg_trigger g WHERE g.tgrelid = t.rel AND g.tgfoid = 'crm_private.stamp_row()'::regprocedure)
+ORDER BY 1;
+ROLLBACK;
+
+-- The tenant match is an index condition: the helpers inline into a stable expression.
+BEGIN;
+SELECT tests.seed();
+SELECT tests.login('mo@acme.test', 'acme');
+SET LOCAL enable_seqscan = off;
+EXPLAIN (COSTS OFF) SELECT * FROM core.memberships;
+EXPLAIN (COSTS OFF) SELECT * FROM core.tenants;
+ROLLBACK;

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# `make test`: every check, each against PostgreSQL clusters it starts itself (temp dirs,
+# free ports). Never touches .data/ or the system's PostgreSQL installation.
+set -euo pipefail
+source "$(dirname "$0")/common.sh"
+cd "$ROOT"
+
+"$ROOT/scripts/prereqs.sh"
+
+# pg_crm's #[pg_test]s get their own tree (their build adds a `tests` schema); the
+# regression suite and the integration tests share the other.
+PGC_PGTEST=$(pg_tree "$AURA_WORK/pg15-pgtest")
+PGC=$("$ROOT/scripts/pgcluster" tree "$AURA_WORK/pg15")
+
+say "cargo fmt --check"
+cargo fmt --all -- --check
+
+say "cargo clippy"
+cargo clippy --workspace --all-targets -- -D warnings
+
+say "unit tests and #[pg_test]s (pg_crm)"
+pgdata=$(mktemp -d "${TMPDIR:-/tmp}/aura-pgtest.XXXXXX")
+trap 'rm -rf "$pgdata"' EXIT
+if [ "$(id -u)" -eq 0 ]; then
+    # initdb refuses root: pgrx runs PostgreSQL as this user (through sudo).
+    export CARGO_PGRX_TEST_RUNAS=${AURA_PG_USER:-postgres}
+    chown "$CARGO_PGRX_TEST_RUNAS" "$pgdata"
+fi
+CARGO_PGRX_TEST_PGDATA=$pgdata cargo test -p pg_crm
+
+say "regression suite (pgrx-tests/)"
+(cd pg_crm && cargo pgrx install --pg-config "$PGC" >/dev/null)
+pgrx-tests/run.sh "$PGC"
+
+say "edge unit tests and integration tests (tests/)"
+AURA_TEST_PG_CONFIG=$PGC cargo test -p edge -p aura-tests
+
+say "Dockerfile.postgres build steps"
+scripts/docker-build-steps.sh --check
+
+say "all tests passed"

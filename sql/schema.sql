@@ -1,0 +1,166 @@
+-- pg_crm schema: schemas, the table owner, request-context helpers, core tables and their
+-- row-level security. Grants are not here: every grant is written out in grants.sql.
+
+-- `supabase_compat.sql` ran just before this inside the extension script. Whatever it had
+-- to create became a member of pg_crm; release it, so `DROP EXTENSION pg_crm` can never
+-- drop `auth.users` (which belongs to the auth service, not to the CRM).
+DO $release$
+DECLARE
+    member record;
+BEGIN
+    FOR member IN
+        SELECT pg_catalog.pg_describe_object(d.classid, d.objid, 0) AS what
+        FROM pg_catalog.pg_depend d
+        JOIN pg_catalog.pg_extension e ON e.oid = d.refobjid AND e.extname = 'pg_crm'
+        WHERE d.deptype = 'e'
+          AND (  (d.classid = 'pg_catalog.pg_namespace'::regclass AND d.objid = 'auth'::regnamespace)
+              OR (d.classid = 'pg_catalog.pg_class'::regclass
+                  AND (SELECT relnamespace FROM pg_catalog.pg_class WHERE oid = d.objid) = 'auth'::regnamespace)
+              OR (d.classid = 'pg_catalog.pg_proc'::regclass
+                  AND (SELECT pronamespace FROM pg_catalog.pg_proc WHERE oid = d.objid) = 'auth'::regnamespace))
+        ORDER BY d.classid = 'pg_catalog.pg_namespace'::regclass  -- the schema last
+    LOOP
+        EXECUTE pg_catalog.format('ALTER EXTENSION pg_crm DROP %s', member.what);
+    END LOOP;
+END
+$release$;
+
+-- Tables are owned by a role nobody logs in as, so no connection ever holds owner rights.
+DO $owner$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'crm_owner') THEN
+        CREATE ROLE crm_owner NOLOGIN NOINHERIT;
+    END IF;
+END
+$owner$;
+
+CREATE SCHEMA core;         -- platform tables: tenants, memberships
+-- crm_private (helpers and internals; never exposed over HTTP) is created by pgrx just before.
+CREATE SCHEMA api;          -- the only schema the edge reaches
+COMMENT ON SCHEMA core IS 'Aura platform tables (tenants, memberships). Tenant-scoped, row-level secured.';
+COMMENT ON SCHEMA crm_private IS 'Aura internals: request-context helpers, business rules, operator functions. Never exposed over HTTP.';
+COMMENT ON SCHEMA api IS 'Aura public API: the functions the edge exposes as POST/GET /rest/v1/rpc/{fn}.';
+
+--------------------------------------------------------------------------------------------
+-- Request context. `crm_private.begin_request` sets these three settings with SET LOCAL
+-- after its live checks; policies read them only through these helpers. They are
+-- LANGUAGE sql STABLE with no SET clause and no table access, so the planner inlines them
+-- into the policy and evaluates them once per scan, which lets `tenant_id = ...` become an
+-- index condition. `nullif(..., '')`: once a transaction-local setting has ended,
+-- current_setting(..., true) reads '' rather than NULL.
+--------------------------------------------------------------------------------------------
+CREATE FUNCTION crm_private.tenant_id() RETURNS pg_catalog.uuid
+    LANGUAGE sql STABLE PARALLEL SAFE
+    AS $$ SELECT nullif(pg_catalog.current_setting('app.current_tenant_id', true), '')::pg_catalog.uuid $$;
+COMMENT ON FUNCTION crm_private.tenant_id() IS 'The current request''s tenant (set by crm_private.begin_request), or NULL.';
+
+CREATE FUNCTION crm_private.user_id() RETURNS pg_catalog.uuid
+    LANGUAGE sql STABLE PARALLEL SAFE
+    AS $$ SELECT nullif(pg_catalog.current_setting('app.current_user_id', true), '')::pg_catalog.uuid $$;
+COMMENT ON FUNCTION crm_private.user_id() IS 'The current request''s user (set by crm_private.begin_request), or NULL.';
+
+CREATE FUNCTION crm_private.tenant_role() RETURNS pg_catalog.text
+    LANGUAGE sql STABLE PARALLEL SAFE
+    AS $$ SELECT nullif(pg_catalog.current_setting('app.tenant_role', true), '') $$;
+COMMENT ON FUNCTION crm_private.tenant_role() IS 'The current user''s role in the current tenant (admin, manager, rep), or NULL.';
+
+-- created_at/updated_at/created_by/updated_by belong to the database, not to callers.
+CREATE FUNCTION crm_private.stamp_row() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        NEW.created_at := now();
+        NEW.created_by := crm_private.user_id();
+    ELSE
+        NEW.created_at := OLD.created_at;
+        NEW.created_by := OLD.created_by;
+    END IF;
+    NEW.updated_at := now();
+    NEW.updated_by := crm_private.user_id();
+    RETURN NEW;
+END
+$$;
+COMMENT ON FUNCTION crm_private.stamp_row() IS 'Trigger: maintains created_at, updated_at, created_by, updated_by.';
+
+--------------------------------------------------------------------------------------------
+-- core.tenants: one row per customer workspace. Its `id` is the tenant id every other
+-- table carries. Created and suspended by operators (crm_private functions); a tenant's
+-- admins update the workspace metadata (PRD F1.2, F1.3).
+--------------------------------------------------------------------------------------------
+CREATE TABLE core.tenants (
+    id uuid NOT NULL DEFAULT gen_random_uuid(),
+    name text NOT NULL CHECK (pg_catalog.char_length(pg_catalog.btrim(name)) BETWEEN 1 AND 200),
+    slug text NOT NULL CHECK (slug ~ '^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$'),
+    logo_url text CHECK (logo_url ~* '^https?://[^\s]+$' AND pg_catalog.char_length(logo_url) <= 2048),
+    industry text CHECK (pg_catalog.char_length(industry) BETWEEN 1 AND 100),
+    timezone text NOT NULL DEFAULT 'UTC' CHECK (pg_catalog.char_length(timezone) BETWEEN 1 AND 64),
+    status text NOT NULL DEFAULT 'active' CHECK (status IN ('active', 'suspended')),
+    created_at timestamptz NOT NULL DEFAULT now(),
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    created_by uuid,
+    updated_by uuid,
+    CONSTRAINT tenants_pkey PRIMARY KEY (id)
+);
+CREATE UNIQUE INDEX tenants_slug_key ON core.tenants (slug);
+COMMENT ON TABLE core.tenants IS 'Customer workspaces. id is the tenant id; status suspended revokes all access on the next request (PRD F1.5).';
+
+CREATE TRIGGER tenants_stamp BEFORE INSERT OR UPDATE ON core.tenants
+    FOR EACH ROW EXECUTE FUNCTION crm_private.stamp_row();
+
+--------------------------------------------------------------------------------------------
+-- core.memberships: a user's place in a tenant, with their role. Deactivation is a status,
+-- never a delete, so the member's records keep their history (PRD F3.4, F3.5).
+--------------------------------------------------------------------------------------------
+CREATE TABLE core.memberships (
+    tenant_id uuid NOT NULL,
+    id uuid NOT NULL DEFAULT gen_random_uuid(),
+    user_id uuid NOT NULL,
+    role text NOT NULL CHECK (role IN ('admin', 'manager', 'rep')),
+    status text NOT NULL DEFAULT 'active' CHECK (status IN ('active', 'deactivated')),
+    display_name text CHECK (pg_catalog.char_length(display_name) BETWEEN 1 AND 200),
+    avatar_url text CHECK (avatar_url ~* '^https?://[^\s]+$' AND pg_catalog.char_length(avatar_url) <= 2048),
+    department text CHECK (pg_catalog.char_length(department) BETWEEN 1 AND 100),
+    created_at timestamptz NOT NULL DEFAULT now(),
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    created_by uuid,
+    updated_by uuid,
+    CONSTRAINT memberships_pkey PRIMARY KEY (tenant_id, id),
+    CONSTRAINT memberships_tenant_user_key UNIQUE (tenant_id, user_id),
+    CONSTRAINT memberships_tenant_fkey FOREIGN KEY (tenant_id) REFERENCES core.tenants (id),
+    CONSTRAINT memberships_user_fkey FOREIGN KEY (user_id) REFERENCES auth.users (id)
+);
+CREATE INDEX memberships_tenant_role_idx ON core.memberships (tenant_id, role);
+COMMENT ON TABLE core.memberships IS 'Users'' membership of a tenant: role (admin, manager, rep), status, profile.';
+
+CREATE TRIGGER memberships_stamp BEFORE INSERT OR UPDATE ON core.memberships
+    FOR EACH ROW EXECUTE FUNCTION crm_private.stamp_row();
+
+--------------------------------------------------------------------------------------------
+-- Row-level security. One permissive policy per command, TO authenticated, tenant match
+-- first. No restrictive policies and no subqueries: Citus refuses subqueries in policies of
+-- distributed tables and re-creates restrictive policies as permissive on its shards.
+-- A command without a policy is denied (and not granted either).
+--------------------------------------------------------------------------------------------
+ALTER TABLE core.tenants ENABLE ROW LEVEL SECURITY;
+ALTER TABLE core.tenants FORCE ROW LEVEL SECURITY;
+
+CREATE POLICY tenants_select ON core.tenants AS PERMISSIVE FOR SELECT TO authenticated
+    USING (id = crm_private.tenant_id());
+COMMENT ON POLICY tenants_select ON core.tenants IS 'Members see their own workspace only.';
+
+CREATE POLICY tenants_update ON core.tenants AS PERMISSIVE FOR UPDATE TO authenticated
+    USING (id = crm_private.tenant_id() AND crm_private.tenant_role() = 'admin')
+    WITH CHECK (id = crm_private.tenant_id() AND crm_private.tenant_role() = 'admin');
+COMMENT ON POLICY tenants_update ON core.tenants IS 'Only the tenant''s admins change its workspace metadata (F1.3).';
+
+ALTER TABLE core.memberships ENABLE ROW LEVEL SECURITY;
+ALTER TABLE core.memberships FORCE ROW LEVEL SECURITY;
+
+CREATE POLICY memberships_select ON core.memberships AS PERMISSIVE FOR SELECT TO authenticated
+    USING (tenant_id = crm_private.tenant_id());
+COMMENT ON POLICY memberships_select ON core.memberships IS 'Members see their own tenant''s team.';
+
+ALTER TABLE core.tenants OWNER TO crm_owner;
+ALTER TABLE core.memberships OWNER TO crm_owner;
