@@ -30,9 +30,21 @@ pub(crate) fn register_settings() {
             GucFlags::DISALLOW_IN_FILE | GucFlags::DISALLOW_IN_AUTO_FILE,
         )
     };
-    define(c"app.current_tenant_id", c"Tenant of the current request.", &TENANT_ID);
-    define(c"app.current_user_id", c"User of the current request.", &USER_ID);
-    define(c"app.tenant_role", c"Role of the current user in the current tenant.", &TENANT_ROLE);
+    define(
+        c"app.current_tenant_id",
+        c"Tenant of the current request.",
+        &TENANT_ID,
+    );
+    define(
+        c"app.current_user_id",
+        c"User of the current request.",
+        &USER_ID,
+    );
+    define(
+        c"app.tenant_role",
+        c"Role of the current user in the current tenant.",
+        &TENANT_ROLE,
+    );
 }
 
 /// The current request's context, as `begin_request` set it.
@@ -95,11 +107,16 @@ fn begin_request(claims: Option<JsonB>, tenant: Option<pgrx::Uuid>) {
     .or_raise();
 }
 
-fn check_request(claims: Option<&serde_json::Value>, tenant: Option<pgrx::Uuid>) -> Result<Context, CrmError> {
-    let user = claims.and_then(claims::subject).ok_or_else(|| CrmError::Forbidden {
-        message: "the request carries no valid user".into(),
-        hint: Some("claims.sub must be the user's uuid"),
-    })?;
+fn check_request(
+    claims: Option<&serde_json::Value>,
+    tenant: Option<pgrx::Uuid>,
+) -> Result<Context, CrmError> {
+    let user = claims
+        .and_then(claims::subject)
+        .ok_or_else(|| CrmError::Forbidden {
+            message: "the request carries no valid user".into(),
+            hint: Some("claims.sub must be the user's uuid"),
+        })?;
     let tenant = tenant.ok_or_else(|| CrmError::Forbidden {
         message: "no tenant selected for this request".into(),
         hint: Some("the token's app_metadata.tenant_id names the tenant"),
@@ -133,10 +150,16 @@ fn check_request(claims: Option<&serde_json::Value>, tenant: Option<pgrx::Uuid>)
         return Err(CrmError::forbidden("this workspace is suspended"));
     }
     if member_status != "active" {
-        return Err(CrmError::forbidden("your membership of this workspace is deactivated"));
+        return Err(CrmError::forbidden(
+            "your membership of this workspace is deactivated",
+        ));
     }
     let role = role
         .parse::<TenantRole>()
         .map_err(|_| CrmError::forbidden("not a member of this tenant"))?;
-    Ok(Context { tenant_id, user_id, role })
+    Ok(Context {
+        tenant_id,
+        user_id,
+        role,
+    })
 }

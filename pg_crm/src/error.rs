@@ -10,9 +10,15 @@ use std::fmt;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CrmError {
     /// The caller may not do this (42501 → HTTP 403).
-    Forbidden { message: String, hint: Option<&'static str> },
+    Forbidden {
+        message: String,
+        hint: Option<&'static str>,
+    },
     /// An argument is invalid (22023 → HTTP 400); `field` names the argument.
-    InvalidInput { field: &'static str, message: String },
+    InvalidInput {
+        field: &'static str,
+        message: String,
+    },
     /// The thing named does not exist (P0002 → HTTP 404).
     NotFound(String),
     /// It would duplicate something unique (23505 → HTTP 409).
@@ -21,11 +27,17 @@ pub enum CrmError {
 
 impl CrmError {
     pub fn forbidden(message: impl Into<String>) -> Self {
-        CrmError::Forbidden { message: message.into(), hint: None }
+        CrmError::Forbidden {
+            message: message.into(),
+            hint: None,
+        }
     }
 
     pub fn invalid(field: &'static str, message: impl Into<String>) -> Self {
-        CrmError::InvalidInput { field, message: message.into() }
+        CrmError::InvalidInput {
+            field,
+            message: message.into(),
+        }
     }
 
     pub fn sqlstate(&self) -> PgSqlErrorCode {
@@ -40,7 +52,10 @@ impl CrmError {
     /// Raise this error in PostgreSQL (aborting the statement and its transaction).
     pub fn raise(self) -> ! {
         let mut report = ErrorReport::new(self.sqlstate(), self.to_string(), "pg_crm");
-        if let CrmError::Forbidden { hint: Some(hint), .. } = &self {
+        if let CrmError::Forbidden {
+            hint: Some(hint), ..
+        } = &self
+        {
             report = report.set_hint(*hint);
         }
         if let CrmError::InvalidInput { field, .. } = &self {
@@ -79,8 +94,12 @@ impl<T> OrRaise<T> for Result<T, CrmError> {
 impl<T> OrRaise<T> for Result<T, pgrx::spi::Error> {
     fn or_raise(self) -> T {
         self.unwrap_or_else(|e| {
-            ErrorReport::new(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, format!("pg_crm: {e}"), "pg_crm")
-                .report(PgLogLevel::ERROR);
+            ErrorReport::new(
+                PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
+                format!("pg_crm: {e}"),
+                "pg_crm",
+            )
+            .report(PgLogLevel::ERROR);
             unreachable!("an ERROR report does not return")
         })
     }

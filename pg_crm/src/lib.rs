@@ -26,7 +26,11 @@ mod crm_private {}
 
 // The script order: compat objects, then the schema, then the Rust functions (each
 // `requires = ["schema"]`), then the `api` SQL that wraps them, then every grant.
-extension_sql_file!("../../sql/supabase_compat.sql", name = "supabase_compat", bootstrap);
+extension_sql_file!(
+    "../../sql/supabase_compat.sql",
+    name = "supabase_compat",
+    bootstrap
+);
 extension_sql_file!(
     "../../sql/schema.sql",
     name = "schema",
@@ -82,7 +86,14 @@ mod tests {
         // The SET LOCALs made inside the SECURITY DEFINER function (whose own SET clause
         // pins search_path) outlive the call, for the rest of the transaction.
         let ctx = Context::current().expect("a context");
-        assert_eq!(ctx, Context { tenant_id: tenant_id.clone(), user_id: user_id.clone(), role: TenantRole::Admin });
+        assert_eq!(
+            ctx,
+            Context {
+                tenant_id: tenant_id.clone(),
+                user_id: user_id.clone(),
+                role: TenantRole::Admin
+            }
+        );
         let sub = Spi::get_one::<String>("SELECT auth.jwt() ->> 'sub'").unwrap();
         assert_eq!(sub.as_deref(), Some(user_id.as_str()));
         let visible = Spi::get_one::<i64>("SELECT count(*) FROM core.tenants").unwrap();
@@ -93,7 +104,10 @@ mod tests {
     fn without_begin_request_there_is_no_context() {
         let _ = tenant("none");
         Spi::run("SET LOCAL ROLE authenticated").unwrap();
-        assert!(matches!(Context::current(), Err(CrmError::Forbidden { .. })));
+        assert!(matches!(
+            Context::current(),
+            Err(CrmError::Forbidden { .. })
+        ));
         let visible = Spi::get_one::<i64>("SELECT count(*) FROM core.tenants").unwrap();
         assert_eq!(visible, Some(0));
     }

@@ -36,7 +36,10 @@ fn find_or_create_user(email: &str) -> String {
 
 fn insert_membership(tenant_id: &str, user_id: &str, role: TenantRole, display_name: Option<&str>) {
     let display_name = display_name
-        .map(|d| workspace::tenant_name(d).map_err(|_| CrmError::invalid("display_name", "must be 1-200 characters")))
+        .map(|d| {
+            workspace::tenant_name(d)
+                .map_err(|_| CrmError::invalid("display_name", "must be 1-200 characters"))
+        })
         .transpose()
         .or_raise();
     let exists = Spi::get_one_with_args::<bool>(
@@ -81,7 +84,11 @@ fn create_tenant(
     }
     let tenant_id = Spi::get_one_with_args::<String>(
         "INSERT INTO core.tenants (name, slug, timezone) VALUES ($1, $2, $3) RETURNING id::text",
-        &[name.as_str().into(), slug.as_str().into(), timezone.as_str().into()],
+        &[
+            name.as_str().into(),
+            slug.as_str().into(),
+            timezone.as_str().into(),
+        ],
     )
     .or_raise()
     .unwrap_or_default();

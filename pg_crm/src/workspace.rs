@@ -20,8 +20,11 @@ pub(crate) fn check_timezone_exists(tz: &str) {
     .or_raise()
     .unwrap_or(false);
     if !known {
-        CrmError::invalid("timezone", format!("unknown time zone \"{tz}\"; use an IANA name such as Europe/Berlin"))
-            .raise();
+        CrmError::invalid(
+            "timezone",
+            format!("unknown time zone \"{tz}\"; use an IANA name such as Europe/Berlin"),
+        )
+        .raise();
     }
 }
 

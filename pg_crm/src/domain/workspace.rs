@@ -84,10 +84,16 @@ fn bounded_text(field: &'static str, value: &str, max: usize) -> Result<String, 
         return Err(CrmError::invalid(field, "must not be empty"));
     }
     if v.chars().count() > max {
-        return Err(CrmError::invalid(field, format!("must be at most {max} characters")));
+        return Err(CrmError::invalid(
+            field,
+            format!("must be at most {max} characters"),
+        ));
     }
     if v.chars().any(char::is_control) {
-        return Err(CrmError::invalid(field, "must not contain control characters"));
+        return Err(CrmError::invalid(
+            field,
+            "must not contain control characters",
+        ));
     }
     Ok(v.to_string())
 }
@@ -102,10 +108,16 @@ pub fn http_url(field: &'static str, url: &str) -> Result<String, CrmError> {
         .ok_or_else(|| CrmError::invalid(field, "must be an http:// or https:// URL"))?;
     let host = rest.split(['/', '?', '#']).next().unwrap_or_default();
     if host.is_empty() || u.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(CrmError::invalid(field, "must be an http:// or https:// URL with a host"));
+        return Err(CrmError::invalid(
+            field,
+            "must be an http:// or https:// URL with a host",
+        ));
     }
     if u.len() > URL_MAX {
-        return Err(CrmError::invalid(field, format!("must be at most {URL_MAX} characters")));
+        return Err(CrmError::invalid(
+            field,
+            format!("must be at most {URL_MAX} characters"),
+        ));
     }
     Ok(u.to_string())
 }
@@ -118,12 +130,17 @@ pub fn timezone_name(tz: &str) -> Result<String, CrmError> {
         && t.len() <= 64
         && t.split('/').all(|part| {
             !part.is_empty()
-                && part.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '+'))
+                && part
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '+'))
         });
     if ok {
         Ok(t.to_string())
     } else {
-        Err(CrmError::invalid("timezone", "must be an IANA time zone name such as Europe/Berlin"))
+        Err(CrmError::invalid(
+            "timezone",
+            "must be an IANA time zone name such as Europe/Berlin",
+        ))
     }
 }
 
@@ -132,7 +149,8 @@ pub fn slug(s: &str) -> Result<String, CrmError> {
     let b = s.as_bytes();
     let ok = !b.is_empty()
         && b.len() <= SLUG_MAX
-        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
         && b[0] != b'-'
         && b[b.len() - 1] != b'-';
     if ok {
@@ -191,8 +209,13 @@ mod unit {
 
     #[test]
     fn values_are_trimmed_and_empty_optionals_clear() {
-        let p = WorkspacePatch::parse(Some("  Acme GmbH "), Some(""), Some(" "), Some("Europe/Berlin"))
-            .unwrap();
+        let p = WorkspacePatch::parse(
+            Some("  Acme GmbH "),
+            Some(""),
+            Some(" "),
+            Some("Europe/Berlin"),
+        )
+        .unwrap();
         assert_eq!(p.name, Change::Set("Acme GmbH".into()));
         assert_eq!(p.logo_url, Change::Clear);
         assert_eq!(p.logo_url.as_update(), (true, None));
@@ -216,7 +239,10 @@ mod unit {
             let err = WorkspacePatch::parse(n, l, i, t).unwrap_err();
             assert_eq!(field_of(err), field);
         }
-        assert_eq!(field_of(WorkspacePatch::parse(None, None, None, Some("")).unwrap_err()), "timezone");
+        assert_eq!(
+            field_of(WorkspacePatch::parse(None, None, None, Some("")).unwrap_err()),
+            "timezone"
+        );
     }
 
     #[test]
@@ -227,7 +253,10 @@ mod unit {
 
     #[test]
     fn urls() {
-        assert_eq!(http_url("u", " https://cdn.example.com/logo.png ").unwrap(), "https://cdn.example.com/logo.png");
+        assert_eq!(
+            http_url("u", " https://cdn.example.com/logo.png ").unwrap(),
+            "https://cdn.example.com/logo.png"
+        );
         assert!(http_url("u", "HTTP://Example.com").is_ok());
         assert!(http_url("u", "ftp://example.com/x").is_err());
         assert!(http_url("u", "https://exa mple.com").is_err());
@@ -237,10 +266,23 @@ mod unit {
 
     #[test]
     fn timezones() {
-        for tz in ["UTC", "Europe/Berlin", "America/Argentina/Buenos_Aires", "Etc/GMT+5", "America/Port-au-Prince"] {
+        for tz in [
+            "UTC",
+            "Europe/Berlin",
+            "America/Argentina/Buenos_Aires",
+            "Etc/GMT+5",
+            "America/Port-au-Prince",
+        ] {
             assert!(timezone_name(tz).is_ok(), "{tz}");
         }
-        for tz in ["", "/", "Europe//Berlin", "Europe/Berlin'", "Europe/Berlin; drop", &"A".repeat(65)] {
+        for tz in [
+            "",
+            "/",
+            "Europe//Berlin",
+            "Europe/Berlin'",
+            "Europe/Berlin; drop",
+            &"A".repeat(65),
+        ] {
             assert!(timezone_name(tz).is_err(), "{tz}");
         }
     }
@@ -250,7 +292,15 @@ mod unit {
         for s in ["acme", "acme-2", "a", "0", &"a".repeat(63)] {
             assert!(slug(s).is_ok(), "{s}");
         }
-        for s in ["", "-acme", "acme-", "Acme", "ac me", "acmé", &"a".repeat(64)] {
+        for s in [
+            "",
+            "-acme",
+            "acme-",
+            "Acme",
+            "ac me",
+            "acmé",
+            &"a".repeat(64),
+        ] {
             assert!(slug(s).is_err(), "{s}");
         }
     }
@@ -258,7 +308,17 @@ mod unit {
     #[test]
     fn emails() {
         assert_eq!(email("e", " Ana@Example.COM ").unwrap(), "ana@example.com");
-        for e in ["", "ana", "ana@", "@example.com", "ana@example", "ana@@example.com", "a na@example.com", "ana@.com", "ana@example.com."] {
+        for e in [
+            "",
+            "ana",
+            "ana@",
+            "@example.com",
+            "ana@example",
+            "ana@@example.com",
+            "a na@example.com",
+            "ana@.com",
+            "ana@example.com.",
+        ] {
             assert!(email("e", e).is_err(), "{e}");
         }
     }

@@ -1,0 +1,20 @@
+# Aura CRM. `make run` starts everything locally; `make test` runs every test.
+.PHONY: run test build install prereqs clean-data
+
+run:          ## build, start PostgreSQL (.data/) with pg_crm and the edge on 127.0.0.1:3000
+	scripts/run.sh
+
+test:         ## fmt, clippy, unit tests, #[pg_test]s, regression suite, integration tests
+	scripts/test.sh
+
+build:        ## compile the workspace
+	scripts/prereqs.sh && cargo build --workspace
+
+install:      ## install pg_crm into the system PostgreSQL 15 (for DATABASE_URL setups)
+	scripts/prereqs.sh && cd pg_crm && cargo pgrx install --release --pg-config $${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config} $$( [ "$$(id -u)" -eq 0 ] || echo --sudo )
+
+prereqs:      ## check or install what the build needs
+	scripts/prereqs.sh
+
+clean-data:   ## delete the local cluster and keys under .data/ (asks first)
+	@read -p "Delete .data/ (local database and keys)? [y/N] " a && [ "$$a" = y ] && rm -rf .data

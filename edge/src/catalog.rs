@@ -1,0 +1,438 @@
+//! The catalog of callable `api` functions, and the OpenAPI document made from it.
+//!
+//! The catalog is the only source of SQL identifiers and types the edge ever writes into a
+//! statement: request keys merely *select* catalog arguments. It lists what the `authenticated`
+//! role may EXECUTE in schema `api`, read from `pg_proc` as the authenticator, so the HTTP
+//! surface follows the extension's grants and changes with an extension upgrade.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde_json::{json, Map, Value};
+
+use crate::error::Error;
+
+/// One `api` function (one overload).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Function {
+    pub name: String,
+    /// Input arguments (IN, INOUT, VARIADIC) in declaration order.
+    pub args: Vec<Arg>,
+    /// How many trailing arguments have defaults.
+    pub n_defaults: usize,
+    pub volatility: Volatility,
+    pub returns_set: bool,
+    /// `format_type` of the return type, e.g. `jsonb`, `void`, `crm.contacts`.
+    pub return_type: String,
+    /// `COMMENT ON FUNCTION`.
+    pub description: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Arg {
+    /// Empty for an unnamed argument, which cannot be passed by name.
+    pub name: String,
+    /// `format_type` text, already valid SQL for a column definition list.
+    pub type_sql: String,
+    pub variadic: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Volatility {
+    Immutable,
+    Stable,
+    Volatile,
+}
+
+impl Function {
+    /// Arguments without defaults.
+    pub fn required(&self) -> &[Arg] {
+        &self.args[..self.args.len().saturating_sub(self.n_defaults)]
+    }
+
+    /// Whether this overload accepts exactly this set of argument names.
+    fn accepts(&self, keys: &BTreeSet<String>) -> bool {
+        keys.iter()
+            .all(|k| self.args.iter().any(|a| !a.name.is_empty() && &a.name == k))
+            && self.required().iter().all(|a| keys.contains(&a.name))
+    }
+}
+
+/// The `api` functions by name.
+#[derive(Debug, Default, Clone)]
+pub struct Catalog {
+    functions: BTreeMap<String, Vec<Function>>,
+}
+
+const CATALOG_SQL: &str = "\
+SELECT p.proname::text,
+       coalesce(p.proargnames, '{}'::text[]),
+       coalesce(p.proargmodes::text[], '{}'::text[]),
+       ARRAY(SELECT format_type(u.t, NULL)
+               FROM unnest(coalesce(p.proallargtypes, p.proargtypes::oid[])) WITH ORDINALITY AS u(t, i)
+              ORDER BY u.i),
+       p.pronargdefaults::int4,
+       p.provolatile::text,
+       p.proretset,
+       format_type(p.prorettype, NULL),
+       obj_description(p.oid, 'pg_proc')
+  FROM pg_catalog.pg_proc p
+  JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+ WHERE n.nspname = 'api' AND p.prokind = 'f'
+   AND has_function_privilege('authenticated', p.oid, 'EXECUTE')
+ ORDER BY p.proname, p.pronargs, p.oid";
+
+impl Catalog {
+    pub fn new(functions: impl IntoIterator<Item = Function>) -> Catalog {
+        let mut map: BTreeMap<String, Vec<Function>> = BTreeMap::new();
+        for f in functions {
+            map.entry(f.name.clone()).or_default().push(f);
+        }
+        Catalog { functions: map }
+    }
+
+    /// Reads the catalog through an (authenticator) connection.
+    pub async fn load(client: &tokio_postgres::Client) -> Result<Catalog, tokio_postgres::Error> {
+        let rows = client.query_typed(CATALOG_SQL, &[]).await?;
+        let mut functions = Vec::with_capacity(rows.len());
+        for row in rows {
+            let names: Vec<String> = row.try_get(1)?;
+            let modes: Vec<String> = row.try_get(2)?;
+            let types: Vec<String> = row.try_get(3)?;
+            let args = types
+                .into_iter()
+                .enumerate()
+                .filter_map(|(i, type_sql)| {
+                    let mode = modes.get(i).map(String::as_str).unwrap_or("i");
+                    matches!(mode, "i" | "b" | "v").then(|| Arg {
+                        name: names.get(i).cloned().unwrap_or_default(),
+                        type_sql,
+                        variadic: mode == "v",
+                    })
+                })
+                .collect();
+            let volatility = match row.try_get::<_, String>(5)?.as_str() {
+                "i" => Volatility::Immutable,
+                "s" => Volatility::Stable,
+                _ => Volatility::Volatile,
+            };
+            functions.push(Function {
+                name: row.try_get(0)?,
+                args,
+                n_defaults: usize::try_from(row.try_get::<_, i32>(4)?).unwrap_or(0),
+                volatility,
+                returns_set: row.try_get(6)?,
+                return_type: row.try_get(7)?,
+                description: row.try_get(8)?,
+            });
+        }
+        Ok(Catalog::new(functions))
+    }
+
+    /// The overload taking exactly these argument names (the one with fewest arguments if
+    /// several do), or PostgREST's 404 `PGRST202`.
+    pub fn resolve(&self, name: &str, keys: &BTreeSet<String>) -> Result<&Function, Error> {
+        self.functions
+            .get(name)
+            .and_then(|overloads| {
+                overloads
+                    .iter()
+                    .filter(|f| f.accepts(keys))
+                    .min_by_key(|f| f.args.len())
+            })
+            .ok_or_else(|| Error::NoFunction {
+                name: name.to_owned(),
+                args: keys.iter().cloned().collect(),
+            })
+    }
+
+    /// The OpenAPI 3.0.3 document for `GET /rest/v1/`. An overloaded name shows its first
+    /// (fewest-argument) overload.
+    pub fn openapi(&self) -> Value {
+        let mut paths = Map::new();
+        for (name, overloads) in &self.functions {
+            let Some(f) = overloads.first() else { continue };
+            let named: Vec<&Arg> = f.args.iter().filter(|a| !a.name.is_empty()).collect();
+            let required: Vec<&str> = f.required().iter().map(|a| a.name.as_str()).collect();
+            let properties: Map<String, Value> = named
+                .iter()
+                .map(|a| (a.name.clone(), json_schema(&a.type_sql)))
+                .collect();
+            let result = if f.returns_set {
+                json!({"type": "array", "items": json_schema(&f.return_type)})
+            } else {
+                json_schema(&f.return_type)
+            };
+            let operation = |method_summary: &str| {
+                let mut op = json!({
+                    "operationId": format!("{method_summary}_{name}"),
+                    "tags": ["rpc"],
+                    "summary": f.description.as_deref().and_then(|d| d.lines().next()).unwrap_or(name),
+                    "description": f.description,
+                    "responses": responses(result.clone()),
+                });
+                if f.description.is_none() {
+                    op.as_object_mut().map(|o| o.remove("description"));
+                }
+                op
+            };
+            let mut item = Map::new();
+            let mut post = operation("post");
+            post["requestBody"] = json!({
+                "required": !required.is_empty(),
+                "content": {"application/json": {"schema": {
+                    "type": "object", "properties": properties, "required": required,
+                }}}
+            });
+            if required.is_empty() {
+                post["requestBody"]["content"]["application/json"]["schema"]
+                    .as_object_mut()
+                    .map(|o| o.remove("required"));
+            }
+            item.insert("post".to_owned(), post);
+            if f.volatility != Volatility::Volatile {
+                let mut get = operation("get");
+                get["parameters"] = named
+                    .iter()
+                    .map(|a| {
+                        json!({"name": a.name, "in": "query", "required": required.contains(&a.name.as_str()),
+                               "schema": json_schema(&a.type_sql)})
+                    })
+                    .collect();
+                item.insert("get".to_owned(), get);
+            }
+            paths.insert(format!("/rpc/{name}"), Value::Object(item));
+        }
+        json!({
+            "openapi": "3.0.3",
+            "info": {
+                "title": "Aura CRM API",
+                "version": env!("CARGO_PKG_VERSION"),
+                "description": "Remote procedure calls into the `api` schema, PostgREST-style. \
+                                POST takes a JSON object of named arguments; GET (read-only functions) takes query parameters.",
+            },
+            "servers": [{"url": "/rest/v1"}],
+            "security": [{"bearerAuth": []}],
+            "paths": paths,
+            "components": {
+                "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}},
+                "schemas": {"Error": {
+                    "type": "object",
+                    "required": ["code", "message", "details", "hint"],
+                    "properties": {
+                        "code": {"type": "string", "description": "SQLSTATE or PGRSTnnn"},
+                        "message": {"type": "string"},
+                        "details": {"type": "string", "nullable": true},
+                        "hint": {"type": "string", "nullable": true},
+                    },
+                }},
+            },
+        })
+    }
+}
+
+fn responses(result: Value) -> Value {
+    let error = |description: &str| {
+        json!({"description": description,
+               "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}})
+    };
+    json!({
+        "200": {"description": "The function's result", "content": {"application/json": {"schema": result}}},
+        "400": error("Bad request: malformed body or invalid argument value"),
+        "401": error("Missing, expired or invalid token"),
+        "403": error("Not allowed (no active membership of the tenant, or a permission rule)"),
+        "404": error("No such function or argument names, or a record was not found"),
+        "405": error("Method not allowed"),
+        "409": error("Conflict with existing data"),
+        "500": error("Internal server error"),
+        "503": error("Database unavailable; retry after the Retry-After delay"),
+    })
+}
+
+/// JSON schema of a PostgreSQL type given as `format_type` text. Types without a JSON
+/// counterpart (composites, enums, domains) get only `format`, the PostgreSQL type name.
+pub fn json_schema(pg_type: &str) -> Value {
+    if let Some(element) = pg_type.strip_suffix("[]") {
+        return json!({"type": "array", "items": json_schema(element)});
+    }
+    let base = pg_type.split('(').next().unwrap_or(pg_type).trim();
+    match base {
+        "text" | "character varying" | "character" | "name" | "citext" | "bpchar" => {
+            json!({"type": "string"})
+        }
+        "uuid" => json!({"type": "string", "format": "uuid"}),
+        "smallint" => json!({"type": "integer", "format": "int16"}),
+        "integer" => json!({"type": "integer", "format": "int32"}),
+        "bigint" => json!({"type": "integer", "format": "int64"}),
+        "numeric" => json!({"type": "number"}),
+        "real" => json!({"type": "number", "format": "float"}),
+        "double precision" => json!({"type": "number", "format": "double"}),
+        "boolean" => json!({"type": "boolean"}),
+        "json" | "jsonb" => json!({}),
+        "timestamp with time zone" => json!({"type": "string", "format": "date-time"}),
+        "date" => json!({"type": "string", "format": "date"}),
+        "timestamp without time zone"
+        | "time without time zone"
+        | "time with time zone"
+        | "interval" => {
+            json!({"type": "string", "format": base})
+        }
+        "void" => json!({"nullable": true}),
+        other => json!({"format": other}),
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub(crate) fn function(
+        name: &str,
+        args: &[(&str, &str)],
+        n_defaults: usize,
+        volatility: Volatility,
+    ) -> Function {
+        Function {
+            name: name.to_owned(),
+            args: args
+                .iter()
+                .map(|(n, t)| Arg {
+                    name: (*n).to_owned(),
+                    type_sql: (*t).to_owned(),
+                    variadic: false,
+                })
+                .collect(),
+            n_defaults,
+            volatility,
+            returns_set: false,
+            return_type: "jsonb".to_owned(),
+            description: Some("Lists contacts.\nKeyset paged.".to_owned()),
+        }
+    }
+
+    fn keys(k: &[&str]) -> BTreeSet<String> {
+        k.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn type_mapping() {
+        assert_eq!(json_schema("text"), json!({"type": "string"}));
+        assert_eq!(
+            json_schema("character varying(80)"),
+            json!({"type": "string"})
+        );
+        assert_eq!(
+            json_schema("uuid"),
+            json!({"type": "string", "format": "uuid"})
+        );
+        assert_eq!(json_schema("bigint")["type"], "integer");
+        assert_eq!(json_schema("integer")["type"], "integer");
+        assert_eq!(json_schema("numeric")["type"], "number");
+        assert_eq!(json_schema("double precision")["type"], "number");
+        assert_eq!(json_schema("boolean"), json!({"type": "boolean"}));
+        assert_eq!(json_schema("jsonb"), json!({}));
+        assert_eq!(
+            json_schema("timestamp with time zone"),
+            json!({"type": "string", "format": "date-time"})
+        );
+        assert_eq!(
+            json_schema("date"),
+            json!({"type": "string", "format": "date"})
+        );
+        assert_eq!(
+            json_schema("uuid[]"),
+            json!({"type": "array", "items": {"type": "string", "format": "uuid"}})
+        );
+        assert_eq!(
+            json_schema("crm.deal_stage"),
+            json!({"format": "crm.deal_stage"})
+        );
+    }
+
+    #[test]
+    fn overload_resolution() {
+        let catalog = Catalog::new([
+            function(
+                "list_contacts",
+                &[("page_size", "integer"), ("cursor", "text")],
+                2,
+                Volatility::Stable,
+            ),
+            function("get_contact", &[("id", "uuid")], 0, Volatility::Stable),
+            function(
+                "get_contact",
+                &[("id", "uuid"), ("with_deals", "boolean")],
+                0,
+                Volatility::Stable,
+            ),
+        ]);
+        assert!(catalog.resolve("list_contacts", &keys(&[])).is_ok());
+        assert!(catalog.resolve("list_contacts", &keys(&["cursor"])).is_ok());
+        assert!(matches!(
+            catalog.resolve("list_contacts", &keys(&["bogus"])),
+            Err(Error::NoFunction { .. })
+        ));
+        assert!(matches!(
+            catalog.resolve("get_contact", &keys(&[])),
+            Err(Error::NoFunction { .. })
+        ));
+        assert_eq!(
+            catalog
+                .resolve("get_contact", &keys(&["id"]))
+                .map(|f| f.args.len())
+                .ok(),
+            Some(1)
+        );
+        assert_eq!(
+            catalog
+                .resolve("get_contact", &keys(&["id", "with_deals"]))
+                .map(|f| f.args.len())
+                .ok(),
+            Some(2)
+        );
+        assert!(matches!(
+            catalog.resolve("nope", &keys(&[])),
+            Err(Error::NoFunction { .. })
+        ));
+    }
+
+    #[test]
+    fn openapi_document() {
+        let catalog = Catalog::new([
+            function(
+                "list_contacts",
+                &[("page_size", "integer"), ("cursor", "text")],
+                2,
+                Volatility::Stable,
+            ),
+            function(
+                "create_contact",
+                &[("email", "text"), ("org_id", "uuid")],
+                1,
+                Volatility::Volatile,
+            ),
+        ]);
+        let doc = catalog.openapi();
+        assert_eq!(doc["openapi"], "3.0.3");
+        assert_eq!(doc["info"]["title"], "Aura CRM API");
+        assert_eq!(
+            doc["components"]["securitySchemes"]["bearerAuth"]["scheme"],
+            "bearer"
+        );
+        let create = &doc["paths"]["/rpc/create_contact"];
+        assert!(create.get("get").is_none());
+        let schema = &create["post"]["requestBody"]["content"]["application/json"]["schema"];
+        assert_eq!(schema["required"], json!(["email"]));
+        assert_eq!(schema["properties"]["org_id"]["format"], "uuid");
+        assert_eq!(
+            create["post"]["description"],
+            "Lists contacts.\nKeyset paged."
+        );
+        assert_eq!(
+            create["post"]["responses"]["403"]["content"]["application/json"]["schema"]["$ref"],
+            "#/components/schemas/Error"
+        );
+        let list = &doc["paths"]["/rpc/list_contacts"];
+        assert_eq!(list["get"]["parameters"][0]["name"], "page_size");
+        assert_eq!(list["get"]["parameters"][0]["schema"]["type"], "integer");
+    }
+}

@@ -1,0 +1,305 @@
+//! The one error type of the edge and its one mapping to HTTP.
+//!
+//! Every failure, from a missing token to a dropped database connection, becomes an [`Error`]
+//! and leaves as `{"code", "message", "details", "hint"}` (PostgREST's shape, so Supabase
+//! clients understand it). Database errors keep their SQLSTATE as `code` and map to a status by
+//! [`status_for_sqlstate`]. A 5xx never shows internals: its message is generic and the real
+//! error travels to the request log in an [`InternalDetail`] response extension.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::config::ConfigError;
+
+/// Seconds a client is told to wait (`Retry-After`) when the database is unavailable.
+pub const RETRY_AFTER_SECS: u64 = 5;
+
+const UNAVAILABLE_MESSAGE: &str = "The database is unavailable; retry shortly.";
+
+/// Everything that can go wrong in the edge.
+#[derive(Debug)]
+pub enum Error {
+    /// No `Authorization: Bearer` token (401, `PGRST302`).
+    NoToken,
+    /// The token was rejected; the message says why and never quotes the token (401, `PGRST301`).
+    BadToken(String),
+    /// Malformed JSON, a body that is not an object, bad query string (400, `PGRST102`).
+    BadRequest(String),
+    /// No callable `api` function with that name and those argument names (404, `PGRST202`).
+    NoFunction { name: String, args: Vec<String> },
+    /// A VOLATILE function called with GET, or a verb the route does not take (405, `PGRST101`).
+    MethodNotAllowed(String),
+    /// No such route (404, `PGRST125`).
+    NoRoute,
+    /// An error raised by PostgreSQL during the request, mapped by its SQLSTATE.
+    Db(DbError),
+    /// The database cannot be reached or the connection broke (503, `PGRST001`).
+    Unavailable(String),
+    /// A bug or an unexpected state in the edge (500, `XX000`).
+    Internal(String),
+    /// Invalid configuration (startup only).
+    Config(ConfigError),
+    /// Binding or serving the socket failed (startup only).
+    Io(std::io::Error),
+}
+
+/// An error reported by PostgreSQL, with the fields a client may see.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DbError {
+    pub code: String,
+    pub message: String,
+    pub detail: Option<String>,
+    pub hint: Option<String>,
+}
+
+/// Attached to 5xx responses so the request log can record what the client is not shown.
+#[derive(Debug, Clone)]
+pub struct InternalDetail(pub String);
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Error::NoToken => f.write_str("no bearer token"),
+            Error::BadToken(m) | Error::BadRequest(m) | Error::MethodNotAllowed(m) => {
+                f.write_str(m)
+            }
+            Error::NoFunction { name, args } => {
+                write!(
+                    f,
+                    "Could not find the function api.{name}({}) in the schema cache",
+                    args.join(", ")
+                )
+            }
+            Error::NoRoute => f.write_str("Not found: no such path"),
+            Error::Db(e) => {
+                write!(f, "{}: {}", e.code, e.message)?;
+                if let Some(detail) = &e.detail {
+                    write!(f, " (detail: {detail})")?;
+                }
+                Ok(())
+            }
+            Error::Unavailable(m) => write!(f, "database unavailable: {m}"),
+            Error::Internal(m) => write!(f, "internal error: {m}"),
+            Error::Config(e) => write!(f, "configuration error: {e}"),
+            Error::Io(e) => write!(f, "I/O error: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl From<ConfigError> for Error {
+    fn from(e: ConfigError) -> Self {
+        Error::Config(e)
+    }
+}
+
+impl From<std::io::Error> for Error {
+    fn from(e: std::io::Error) -> Self {
+        Error::Io(e)
+    }
+}
+
+impl From<tokio_postgres::Error> for Error {
+    fn from(e: tokio_postgres::Error) -> Self {
+        match e.as_db_error() {
+            Some(db) => Error::Db(DbError {
+                code: db.code().code().to_owned(),
+                message: db.message().to_owned(),
+                detail: db.detail().map(str::to_owned),
+                hint: db.hint().map(str::to_owned),
+            }),
+            None if is_connection_error(&e) => Error::Unavailable(e.to_string()),
+            None => Error::Internal(e.to_string()),
+        }
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for Error {
+    fn from(e: deadpool_postgres::PoolError) -> Self {
+        use deadpool_postgres::PoolError;
+        match e {
+            // A failed connect, even one the server refused (e.g. 28P01 for a wrong
+            // authenticator password), is the operator's problem, never the client's.
+            PoolError::Timeout(_) | PoolError::Backend(_) | PoolError::Closed => {
+                Error::Unavailable(e.to_string())
+            }
+            other => Error::Internal(other.to_string()),
+        }
+    }
+}
+
+/// True when the connection itself failed (closed, reset, I/O, shutdown), so the pooled
+/// client must be discarded and the request may be answered with 503.
+pub fn is_connection_error(e: &tokio_postgres::Error) -> bool {
+    if e.is_closed() {
+        return true;
+    }
+    match e.as_db_error() {
+        Some(db) => is_unavailable_sqlstate(db.code().code()),
+        None => {
+            let mut source = std::error::Error::source(e);
+            while let Some(s) = source {
+                if s.is::<std::io::Error>() {
+                    return true;
+                }
+                source = s.source();
+            }
+            false
+        }
+    }
+}
+
+fn is_unavailable_sqlstate(code: &str) -> bool {
+    code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03")
+}
+
+/// PostgREST's SQLSTATE → HTTP table, with the project's choices.
+///
+/// Codes the table does not name: the classes that describe a bad request (`0A` feature not
+/// supported, `20`/`21` case/cardinality, `22` data, `23` integrity, `24`/`26`/`34` cursor and
+/// statement names, `27` triggered data change, `3D`/`3F` catalog/schema names, `44` check
+/// option) are 400; every other class is a server problem and 500. `PTnnn` (PostgREST's custom
+/// status convention for `RAISE ... USING ERRCODE = 'PT403'`) yields status nnn when valid.
+pub fn status_for_sqlstate(code: &str) -> StatusCode {
+    use StatusCode as S;
+    if is_unavailable_sqlstate(code) {
+        return S::SERVICE_UNAVAILABLE;
+    }
+    match code {
+        "23503" | "23505" => return S::CONFLICT,
+        "25006" => return S::METHOD_NOT_ALLOWED,
+        "P0001" => return S::BAD_REQUEST,
+        "P0002" => return S::NOT_FOUND,
+        "42883" | "42P01" => return S::NOT_FOUND,
+        "42P17" => return S::INTERNAL_SERVER_ERROR,
+        "42501" => return S::FORBIDDEN,
+        _ => {}
+    }
+    if let Some(n) = code.strip_prefix("PT").and_then(|n| n.parse::<u16>().ok()) {
+        if let (true, Ok(s)) = ((400..600).contains(&n), S::from_u16(n)) {
+            return s;
+        }
+    }
+    match code.get(..2).unwrap_or("") {
+        "0L" | "0P" | "28" => S::FORBIDDEN,
+        "53" => S::SERVICE_UNAVAILABLE,
+        "0A" | "20" | "21" | "22" | "23" | "24" | "26" | "27" | "34" | "3D" | "3F" | "42"
+        | "44" => S::BAD_REQUEST,
+        _ => S::INTERNAL_SERVER_ERROR,
+    }
+}
+
+impl Error {
+    /// The HTTP status and the `code` field of the body.
+    pub fn status_and_code(&self) -> (StatusCode, String) {
+        let (status, code) = match self {
+            Error::NoToken => (StatusCode::UNAUTHORIZED, "PGRST302"),
+            Error::BadToken(_) => (StatusCode::UNAUTHORIZED, "PGRST301"),
+            Error::BadRequest(_) => (StatusCode::BAD_REQUEST, "PGRST102"),
+            Error::NoFunction { .. } => (StatusCode::NOT_FOUND, "PGRST202"),
+            Error::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "PGRST101"),
+            Error::NoRoute => (StatusCode::NOT_FOUND, "PGRST125"),
+            Error::Db(e) => return (status_for_sqlstate(&e.code), e.code.clone()),
+            Error::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "PGRST001"),
+            Error::Internal(_) | Error::Config(_) | Error::Io(_) => {
+                (StatusCode::INTERNAL_SERVER_ERROR, "XX000")
+            }
+        };
+        (status, code.to_owned())
+    }
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status_and_code();
+        let (message, details, hint) = if status == StatusCode::SERVICE_UNAVAILABLE {
+            (UNAVAILABLE_MESSAGE.to_owned(), None, None)
+        } else if status.is_server_error() {
+            ("internal server error".to_owned(), None, None)
+        } else {
+            match &self {
+                Error::Db(e) => (e.message.clone(), e.detail.clone(), e.hint.clone()),
+                Error::NoToken => (
+                    "No bearer token in the Authorization header".to_owned(),
+                    None,
+                    None,
+                ),
+                Error::NoFunction { .. } => (
+                    self.to_string(),
+                    None,
+                    Some(
+                        "Check the function name and the argument names (GET /rest/v1/ lists them)"
+                            .to_owned(),
+                    ),
+                ),
+                other => (other.to_string(), None, None),
+            }
+        };
+        let body = json!({ "code": code, "message": message, "details": details, "hint": hint });
+        let mut response = (status, axum::Json(body)).into_response();
+        let headers = response.headers_mut();
+        if status == StatusCode::UNAUTHORIZED {
+            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+        }
+        if status.is_server_error() {
+            response
+                .extensions_mut()
+                .insert(InternalDetail(self.to_string()));
+        }
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlstate_table() {
+        let table = "08006 503  08P01 503  09000 500  0L000 403  0P000 403  23503 409  23505 409
+            23514 400  23502 400  25006 405  25P02 500  28000 403  2D000 500  38001 500  39004 500
+            3B000 500  40001 500  40P01 500  53300 503  54000 500  55P03 500  57014 500  57P01 503
+            57P02 503  57P03 503  58030 500  F0000 500  HV000 500  P0001 400  P0002 404  P0003 500
+            XX000 500  42883 404  42P01 404  42P17 500  42501 403  42703 400  22P02 400  22023 400
+            0A000 400  21000 400  2F005 500  72000 500  PT403 403  PT999 500  PT200 500  ZZ 500";
+        let cells: Vec<&str> = table.split_whitespace().collect();
+        for pair in cells.chunks(2) {
+            let want: u16 = pair[1].parse().expect("status");
+            assert_eq!(
+                status_for_sqlstate(pair[0]).as_u16(),
+                want,
+                "SQLSTATE {}",
+                pair[0]
+            );
+        }
+    }
+
+    #[test]
+    fn server_errors_hide_internals() {
+        let e = Error::Db(DbError {
+            code: "XX000".into(),
+            message: "secret table crm.foo is corrupt".into(),
+            detail: Some("page 7".into()),
+            hint: None,
+        });
+        let r = e.into_response();
+        assert_eq!(r.status(), 500);
+        let detail = r.extensions().get::<InternalDetail>().map(|d| d.0.clone());
+        assert!(detail.is_some_and(|d| d.contains("corrupt")));
+    }
+
+    #[test]
+    fn unavailable_carries_retry_after_and_unauthorized_www_authenticate() {
+        let r = Error::Unavailable("connection refused".into()).into_response();
+        assert_eq!(r.status(), 503);
+        assert_eq!(r.headers()[header::RETRY_AFTER], "5");
+        let r = Error::BadToken("JWT expired".into()).into_response();
+        assert_eq!(r.status(), 401);
+        assert_eq!(r.headers()[header::WWW_AUTHENTICATE], "Bearer");
+    }
+}

@@ -1,0 +1,235 @@
+//! Turning an HTTP call into one `api` function call, PostgREST-style.
+//!
+//! No request value is ever written into SQL. The request's keys only select arguments from
+//! the catalog; the statement names those arguments and their catalog types, and the values
+//! travel as one `jsonb` parameter unpacked by `jsonb_to_record`, so PostgreSQL itself converts
+//! (and rejects, with 22xxx) each value using the argument's type.
+
+use std::collections::BTreeSet;
+
+use serde_json::{Map, Value};
+
+use crate::catalog::{Function, Volatility};
+use crate::error::Error;
+
+/// A statement ready to run: `sql` takes the arguments object as `$1` when `takes_args`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Call {
+    pub sql: String,
+    pub takes_args: bool,
+    /// A `void` function: run it and answer `null`.
+    pub returns_void: bool,
+    pub volatility: Volatility,
+}
+
+/// `^[a-z_][a-z0-9_]{0,62}$`: the names the edge will look up at all.
+pub fn valid_function_name(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    (1..=63).contains(&bytes.len())
+        && (bytes[0].is_ascii_lowercase() || bytes[0] == b'_')
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'_')
+}
+
+/// A double-quoted SQL identifier.
+pub fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// The statement calling `f` with the catalog arguments named in `keys` (already checked by
+/// [`crate::catalog::Catalog::resolve`]).
+pub fn build_call(f: &Function, keys: &BTreeSet<String>) -> Call {
+    let passed: Vec<_> = f.args.iter().filter(|a| keys.contains(&a.name)).collect();
+    let named_args: Vec<String> = passed
+        .iter()
+        .map(|a| {
+            let variadic = if a.variadic { "VARIADIC " } else { "" };
+            format!("{variadic}{0} => _a.{0}", quote_ident(&a.name))
+        })
+        .collect();
+    let invocation = format!("api.{}({})", quote_ident(&f.name), named_args.join(", "));
+    let record = if passed.is_empty() {
+        None
+    } else {
+        let columns: Vec<String> = passed
+            .iter()
+            .map(|a| format!("{} {}", quote_ident(&a.name), a.type_sql))
+            .collect();
+        Some(format!(
+            "jsonb_to_record($1::jsonb) AS _a({})",
+            columns.join(", ")
+        ))
+    };
+    let returns_void = !f.returns_set && f.return_type == "void";
+    let sql = match (f.returns_set, record) {
+        (true, Some(record)) => {
+            format!("SELECT coalesce(jsonb_agg(_r), '[]'::jsonb) FROM {record}, {invocation} AS _r")
+        }
+        (true, None) => {
+            format!("SELECT coalesce(jsonb_agg(_r), '[]'::jsonb) FROM {invocation} AS _r")
+        }
+        (false, Some(record)) if returns_void => format!("SELECT {invocation} FROM {record}"),
+        (false, Some(record)) => format!("SELECT to_jsonb({invocation}) FROM {record}"),
+        (false, None) if returns_void => format!("SELECT {invocation}"),
+        (false, None) => format!("SELECT to_jsonb({invocation})"),
+    };
+    Call {
+        sql,
+        takes_args: !passed.is_empty(),
+        returns_void,
+        volatility: f.volatility,
+    }
+}
+
+/// A POST body: empty means `{}`, anything else must be a JSON object.
+pub fn args_from_body(body: &[u8]) -> Result<Map<String, Value>, Error> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Map::new());
+    }
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(_) => Err(Error::BadRequest(
+            "The request body must be a JSON object of named arguments".to_owned(),
+        )),
+        Err(e) => Err(Error::BadRequest(format!(
+            "The request body is not valid JSON: {e}"
+        ))),
+    }
+}
+
+/// GET query parameters: each value is passed as a JSON string for PostgreSQL to convert,
+/// except for `json`/`jsonb` arguments, whose text is parsed as JSON (as PostgreSQL would).
+pub fn args_from_query(
+    pairs: Vec<(String, String)>,
+    is_json: impl Fn(&str) -> bool,
+) -> Result<Map<String, Value>, Error> {
+    let mut map = Map::new();
+    for (key, value) in pairs {
+        let value = if is_json(&key) {
+            serde_json::from_str(&value).map_err(|_| {
+                Error::BadRequest(format!("Query parameter {key} is not valid JSON"))
+            })?
+        } else {
+            Value::String(value)
+        };
+        if map.insert(key.clone(), value).is_some() {
+            return Err(Error::BadRequest(format!(
+                "Query parameter {key} is given more than once"
+            )));
+        }
+    }
+    Ok(map)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::tests::function;
+
+    fn keys(k: &[&str]) -> BTreeSet<String> {
+        k.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn function_names() {
+        for ok in ["a", "_", "list_contacts", "f2", &"x".repeat(63)] {
+            assert!(valid_function_name(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "2f",
+            "List",
+            "a-b",
+            "a b",
+            "a;drop",
+            "api.f",
+            "é",
+            "f\"",
+            &"x".repeat(64),
+        ] {
+            assert!(!valid_function_name(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn scalar_call_quotes_names_and_never_inlines_values() {
+        let f = function(
+            "create_contact",
+            &[("email", "text"), ("org_id", "uuid"), ("note", "text")],
+            1,
+            Volatility::Volatile,
+        );
+        let call = build_call(&f, &keys(&["email", "org_id"]));
+        assert_eq!(
+            call.sql,
+            "SELECT to_jsonb(api.\"create_contact\"(\"email\" => _a.\"email\", \"org_id\" => _a.\"org_id\")) \
+             FROM jsonb_to_record($1::jsonb) AS _a(\"email\" text, \"org_id\" uuid)"
+        );
+        assert!(call.takes_args);
+        assert!(!call.returns_void);
+    }
+
+    #[test]
+    fn set_void_and_argless_calls() {
+        let mut f = function(
+            "list_deals",
+            &[("stage", "crm.deal_stage")],
+            1,
+            Volatility::Stable,
+        );
+        f.returns_set = true;
+        assert_eq!(
+            build_call(&f, &keys(&["stage"])).sql,
+            "SELECT coalesce(jsonb_agg(_r), '[]'::jsonb) FROM jsonb_to_record($1::jsonb) AS _a(\"stage\" crm.deal_stage), \
+             api.\"list_deals\"(\"stage\" => _a.\"stage\") AS _r"
+        );
+        let call = build_call(&f, &keys(&[]));
+        assert_eq!(
+            call.sql,
+            "SELECT coalesce(jsonb_agg(_r), '[]'::jsonb) FROM api.\"list_deals\"() AS _r"
+        );
+        assert!(!call.takes_args);
+
+        let mut f = function("logout", &[], 0, Volatility::Volatile);
+        f.return_type = "void".to_owned();
+        let call = build_call(&f, &keys(&[]));
+        assert_eq!(call.sql, "SELECT api.\"logout\"()");
+        assert!(call.returns_void);
+    }
+
+    #[test]
+    fn catalog_names_with_quotes_stay_identifiers() {
+        let mut f = function("odd", &[("we\"ird", "text")], 0, Volatility::Volatile);
+        f.args[0].variadic = true;
+        let call = build_call(&f, &keys(&["we\"ird"]));
+        assert!(
+            call.sql
+                .contains("VARIADIC \"we\"\"ird\" => _a.\"we\"\"ird\""),
+            "{}",
+            call.sql
+        );
+    }
+
+    #[test]
+    fn bodies_and_queries() {
+        assert_eq!(args_from_body(b"").ok(), Some(Map::new()));
+        assert_eq!(args_from_body(b" \n").ok(), Some(Map::new()));
+        assert!(args_from_body(br#"{"a": 1}"#).is_ok());
+        for bad in [&b"[1]"[..], b"null", b"\"x\"", b"{", b"{'a':1}"] {
+            assert!(matches!(args_from_body(bad), Err(Error::BadRequest(_))));
+        }
+        let pairs = vec![
+            ("a".to_owned(), "1".to_owned()),
+            ("j".to_owned(), "{\"x\":1}".to_owned()),
+        ];
+        let map = args_from_query(pairs, |k| k == "j").expect("query");
+        assert_eq!(map["a"], Value::String("1".into()));
+        assert_eq!(map["j"]["x"], 1);
+        let dup = vec![
+            ("a".to_owned(), "1".to_owned()),
+            ("a".to_owned(), "2".to_owned()),
+        ];
+        assert!(args_from_query(dup, |_| false).is_err());
+    }
+}

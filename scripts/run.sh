@@ -1,0 +1,114 @@
+#!/usr/bin/env bash
+# `make run`: the whole system on this machine. Builds and installs pg_crm into a private
+# copy of PostgreSQL 15 under .data/, starts a local cluster there (or uses DATABASE_URL),
+# applies the Supabase-compat bootstrap and CREATE EXTENSION pg_crm, then runs the edge in
+# the foreground. Re-running keeps the data; Ctrl-C stops both.
+set -euo pipefail
+source "$(dirname "$0")/common.sh"
+cd "$ROOT"
+
+DATA=$ROOT/.data
+PROFILE=${AURA_PROFILE:-release}
+PG_PORT=${AURA_PG_PORT:-54329}
+export AURA_LISTEN=${AURA_LISTEN:-127.0.0.1:3000}
+DB=aura
+
+"$ROOT/scripts/prereqs.sh"
+mkdir -p "$DATA"
+chmod 755 "$DATA"
+pgc=$(pg_tree "$DATA/pg15")
+
+say "building pg_crm and the edge ($PROFILE)"
+profile_flag=(); [ "$PROFILE" = release ] && profile_flag=(--release)
+(cd pg_crm && cargo pgrx install "${profile_flag[@]}" --pg-config "$pgc" >/dev/null)
+cargo build "${profile_flag[@]}" -p edge --bin aura-edge
+edge_bin=$CARGO_TARGET_DIR/$([ "$PROFILE" = release ] && echo release || echo debug)/aura-edge
+
+# Secrets, generated once and kept with the data.
+secret() { python3 -c 'import secrets; print(secrets.token_urlsafe(36))'; }
+if [ ! -f "$DATA/secrets.env" ]; then
+    umask 077
+    { echo "JWT_SECRET=$(secret)"; echo "AUTHENTICATOR_PASSWORD=$(secret)"; echo "POSTGRES_PASSWORD=$(secret)"; } >"$DATA/secrets.env"
+    umask 022
+fi
+# shellcheck disable=SC1091
+source "$DATA/secrets.env"
+
+started_cluster=
+if [ -n "${DATABASE_URL:-}" ]; then
+    say "using DATABASE_URL (pg_crm must be installed on that server: see README)"
+    admin_url=$DATABASE_URL
+    edge_url=$(python3 - "$DATABASE_URL" "$AUTHENTICATOR_PASSWORD" <<'PY'
+import sys, urllib.parse as u
+p = u.urlsplit(sys.argv[1])
+host = p.hostname or "localhost"
+netloc = "authenticator:%s@%s%s" % (u.quote(sys.argv[2], safe=""), host, ":%d" % p.port if p.port else "")
+print(u.urlunsplit((p.scheme, netloc, p.path, p.query, "")))
+PY
+)
+else
+    if [ ! -f "$DATA/pg/PG_VERSION" ]; then
+        say "creating the local cluster in .data/pg"
+        "$ROOT/scripts/pgcluster" init "$pgc" "$DATA/pg"
+        # Passwords over TCP; the socket (inside .data/pg/run) stays for the owner.
+        printf 'local all all trust\nhost all all 127.0.0.1/32 scram-sha-256\nhost all all ::1/128 scram-sha-256\n' >"$DATA/pg/pg_hba.conf"
+        [ "$(id -u)" -eq 0 ] && chown "${AURA_PG_USER:-postgres}" "$DATA/pg/pg_hba.conf"
+        fresh=1
+    fi
+    if [ ! -f "$DATA/pg/postmaster.pid" ]; then
+        "$ROOT/scripts/pgcluster" start "$pgc" "$DATA/pg" "$PG_PORT" "$DATA/postgres.log"
+        started_cluster=1
+    fi
+    psql_local=("$(dirname "$pgc")/psql" -X -q -v ON_ERROR_STOP=1 -h "$DATA/pg/run" -p "$PG_PORT" -U postgres)
+    if [ -n "${fresh:-}" ]; then
+        "${psql_local[@]}" -d postgres -v pw="$POSTGRES_PASSWORD" <<<"ALTER ROLE postgres PASSWORD :'pw'"
+        "${psql_local[@]}" -d postgres -c "CREATE DATABASE $DB"
+    fi
+    admin_url="postgresql://postgres:$POSTGRES_PASSWORD@127.0.0.1:$PG_PORT/$DB"
+    edge_url="postgresql://authenticator:$AUTHENTICATOR_PASSWORD@127.0.0.1:$PG_PORT/$DB"
+fi
+
+stop_all() {
+    trap - INT TERM EXIT
+    [ -n "${edge_pid:-}" ] && kill "$edge_pid" 2>/dev/null && wait "$edge_pid" 2>/dev/null
+    if [ -n "$started_cluster" ]; then
+        say "stopping PostgreSQL"
+        "$ROOT/scripts/pgcluster" stop "$pgc" "$DATA/pg"
+    fi
+}
+trap stop_all INT TERM EXIT
+
+say "installing pg_crm into the database"
+psql_admin=(psql -X -q -v ON_ERROR_STOP=1 "$admin_url")
+"${psql_admin[@]}" -f sql/supabase_compat.sql
+"${psql_admin[@]}" -c "CREATE EXTENSION IF NOT EXISTS pg_crm" -c "ALTER EXTENSION pg_crm UPDATE"
+"${psql_admin[@]}" -v pw="$AUTHENTICATOR_PASSWORD" <<<"ALTER ROLE authenticator LOGIN PASSWORD :'pw'"
+
+umask 077
+cat >"$DATA/keys.env" <<ENV
+# Written by make run. Source it: set -a; . .data/keys.env; set +a
+AURA_URL=http://$AURA_LISTEN
+AURA_JWT_SECRET=$JWT_SECRET
+AURA_DATABASE_URL=$admin_url
+AURA_AUTHENTICATOR_URL=$edge_url
+ENV
+umask 022
+
+export AURA_JWT_SECRET=$JWT_SECRET AURA_AUTHENTICATOR_URL=$edge_url
+"$edge_bin" &
+edge_pid=$!
+for _ in $(seq 50); do
+    curl -fsS "http://$AURA_LISTEN/health" >/dev/null 2>&1 && break
+    kill -0 "$edge_pid" 2>/dev/null || { echo "the edge did not start" >&2; exit 1; }
+    sleep 0.2
+done
+cat <<MSG
+
+  Aura is running.
+    edge (HTTP API)   http://$AURA_LISTEN      OpenAPI: http://$AURA_LISTEN/rest/v1/
+    database (DBA)    psql "$admin_url"
+    keys              .data/keys.env (AURA_URL, AURA_JWT_SECRET, AURA_DATABASE_URL)
+  Ctrl-C stops both.
+
+MSG
+wait "$edge_pid"

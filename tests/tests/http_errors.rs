@@ -1,0 +1,150 @@
+//! Bad tokens are 401, bad requests 4xx, never a 5xx; and the error body is PostgREST's.
+
+use aura_tests::*;
+use base64::Engine as _;
+use serde_json::json;
+
+fn b64(v: &serde_json::Value) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_and_requests_are_checked() {
+    let cluster = Cluster::start().await;
+    let admin = cluster.admin().await;
+    let members = seed_two_tenants(&admin, "err").await;
+    // A function with a typed argument, to see type errors come back as 400.
+    admin
+        .batch_execute(
+            "CREATE FUNCTION api.test_double(n integer, at date DEFAULT NULL) RETURNS integer
+               LANGUAGE sql IMMUTABLE AS 'SELECT n * 2';
+             REVOKE ALL ON FUNCTION api.test_double(integer, date) FROM PUBLIC;
+             GRANT EXECUTE ON FUNCTION api.test_double(integer, date) TO authenticated;",
+        )
+        .await
+        .expect("fixture function");
+    let edge = Edge::start(&cluster, 2).await;
+    let m = &members[0];
+    let good = claims(&m.user_id, &m.tenant_id);
+
+    let mut expired = good.clone();
+    expired["exp"] = json!(now() - 3600);
+    let mut wrong_aud = good.clone();
+    wrong_aud["aud"] = json!("someone-else");
+    let alg_none = format!(
+        "{}.{}.",
+        b64(&json!({"alg": "none", "typ": "JWT"})),
+        b64(&good)
+    );
+    let cases: Vec<(&str, Option<String>, &str)> = vec![
+        ("no token", None, "PGRST302"),
+        (
+            "forged signature",
+            Some(sign_with(&good, "another-secret-that-is-32-bytes-long!!")),
+            "PGRST301",
+        ),
+        ("expired", Some(sign(&expired)), "PGRST301"),
+        ("alg none", Some(alg_none), "PGRST301"),
+        ("wrong audience", Some(sign(&wrong_aud)), "PGRST301"),
+        ("garbage", Some("not.a.jwt".to_string()), "PGRST301"),
+    ];
+    for (what, token, code) in cases {
+        let (status, headers, body) = rpc(&edge, token.as_deref(), "whoami", "{}").await;
+        assert_eq!(status, 401, "{what}: {body}");
+        assert_error_body(&body, code);
+        assert!(headers.get("www-authenticate").is_some(), "{what}");
+    }
+
+    let token = sign(&good);
+    let t = Some(token.as_str());
+    assert_eq!(
+        rpc(&edge, t, "test_double", r#"{"n": 21}"#).await.2,
+        json!(42)
+    );
+    let cases: Vec<(&str, &str, &str, u16, &str)> = vec![
+        (
+            "unknown function",
+            "no_such_function",
+            "{}",
+            404,
+            "PGRST202",
+        ),
+        ("not in api", "begin_request", "{}", 404, "PGRST202"),
+        ("unknown argument", "whoami", r#"{"x": 1}"#, 404, "PGRST202"),
+        ("malformed JSON", "whoami", "{", 400, "PGRST102"),
+        ("not an object", "whoami", "[1, 2]", 400, "PGRST102"),
+        (
+            "wrong type",
+            "test_double",
+            r#"{"n": "many"}"#,
+            400,
+            "22P02",
+        ),
+        (
+            "wrong type (object)",
+            "test_double",
+            r#"{"n": {"a": 1}}"#,
+            400,
+            "22P02",
+        ),
+        (
+            "bad date",
+            "test_double",
+            r#"{"n": 1, "at": "yesterday-ish"}"#,
+            400,
+            "22007",
+        ),
+        (
+            "out of range",
+            "test_double",
+            r#"{"n": 99999999999}"#,
+            400,
+            "22003",
+        ),
+    ];
+    for (what, f, body, want, code) in cases {
+        let (status, _, res) = rpc(&edge, t, f, body).await;
+        assert_eq!(status, want, "{what}: {res}");
+        assert!(status < 500, "{what}");
+        assert_error_body(&res, code);
+    }
+    // GET is for STABLE functions only.
+    let (status, body) = get(&edge, t, "/rest/v1/rpc/update_workspace?name=x").await;
+    assert_eq!(status, 405, "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openapi_and_health() {
+    let cluster = Cluster::start().await;
+    let edge = Edge::start(&cluster, 1).await;
+    assert_eq!(get(&edge, None, "/health").await.0, 200);
+    assert_eq!(get(&edge, None, "/ready").await.0, 200);
+    let (status, doc) = get(&edge, None, "/rest/v1/").await;
+    assert_eq!(status, 200);
+    assert!(
+        doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.")),
+        "{doc}"
+    );
+    let paths = doc["paths"].as_object().expect("paths");
+    for f in ["whoami", "get_workspace", "update_workspace"] {
+        let p = &paths[&format!("/rpc/{f}")];
+        assert!(p["post"].is_object(), "{f}");
+        let description = p["post"]["description"].as_str().unwrap_or_default();
+        assert!(
+            !description.is_empty(),
+            "{f} has no description from COMMENT ON FUNCTION"
+        );
+    }
+    assert!(
+        paths["/rpc/get_workspace"]["get"].is_object(),
+        "STABLE functions also get GET"
+    );
+    assert!(
+        paths["/rpc/update_workspace"].get("get").is_none(),
+        "VOLATILE ones do not"
+    );
+    // Internals are not published.
+    assert!(!paths
+        .keys()
+        .any(|k| k.contains("begin_request") || k.contains("create_tenant")));
+}
