@@ -5,6 +5,8 @@
 REVOKE ALL ON SCHEMA core, crm_private, api FROM PUBLIC;
 REVOKE ALL ON ALL TABLES IN SCHEMA core FROM PUBLIC;
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA core, crm_private, api FROM PUBLIC;
+-- ...and functions later upgrade scripts add start without PUBLIC's EXECUTE too.
+ALTER DEFAULT PRIVILEGES IN SCHEMA core, crm_private, api REVOKE EXECUTE ON FUNCTIONS FROM PUBLIC;
 
 -- crm_owner owns the tables; foreign-key checks run as the referenced table's owner.
 GRANT USAGE ON SCHEMA core TO crm_owner;

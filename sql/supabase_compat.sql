@@ -26,7 +26,9 @@ BEGIN
     IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'authenticator') THEN
         CREATE ROLE authenticator LOGIN NOINHERIT;
     END IF;
-    GRANT anon, authenticated, service_role TO authenticator;
+    -- Supabase also makes authenticator a member of service_role (BYPASSRLS); the Aura
+    -- edge never needs that, so plain PostgreSQL does not get it.
+    GRANT anon, authenticated TO authenticator;
 
     IF pg_catalog.to_regnamespace('auth') IS NULL THEN
         CREATE SCHEMA auth;

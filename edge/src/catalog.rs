@@ -77,7 +77,7 @@ SELECT p.proname::text,
        obj_description(p.oid, 'pg_proc')
   FROM pg_catalog.pg_proc p
   JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
- WHERE n.nspname = 'api' AND p.prokind = 'f'
+ WHERE n.nspname = 'api' AND p.prokind = 'f' AND NOT p.prosecdef
    AND has_function_privilege('authenticated', p.oid, 'EXECUTE')
  ORDER BY p.proname, p.pronargs, p.oid";
 

@@ -34,7 +34,8 @@ const POOL_WAIT_TIMEOUT: Duration = Duration::from_secs(5);
 const RECYCLE_TIMEOUT: Duration = Duration::from_secs(2);
 const READY_TIMEOUT: Duration = Duration::from_secs(2);
 
-pub const SET_ROLE_SQL: &str = "SET LOCAL ROLE authenticated";
+/// The role switch, plus a time limit so no request can hold a pooled connection for long.
+pub const SET_ROLE_SQL: &str = "SET LOCAL ROLE authenticated; SET LOCAL statement_timeout = '15s'";
 pub const BEGIN_REQUEST_SQL: &str = "SELECT crm_private.begin_request($1::jsonb, $2::uuid)";
 
 /// Builds the pool; connects lazily, so the edge starts even while the database is down.

@@ -157,6 +157,9 @@ fn is_unavailable_sqlstate(code: &str) -> bool {
 
 /// PostgREST's SQLSTATE → HTTP table, with the project's choices.
 ///
+/// Class 42 (syntax, undefined object) other than 42501 is a fault in our own SQL, never
+/// the caller's: the edge resolves function names and argument types itself (unknown ones are
+/// 404 `PGRST202` before any SQL runs), so these are 500 and their text stays in the log.
 /// Codes the table does not name: the classes that describe a bad request (`0A` feature not
 /// supported, `20`/`21` case/cardinality, `22` data, `23` integrity, `24`/`26`/`34` cursor and
 /// statement names, `27` triggered data change, `3D`/`3F` catalog/schema names, `44` check
@@ -172,8 +175,6 @@ pub fn status_for_sqlstate(code: &str) -> StatusCode {
         "25006" => return S::METHOD_NOT_ALLOWED,
         "P0001" => return S::BAD_REQUEST,
         "P0002" => return S::NOT_FOUND,
-        "42883" | "42P01" => return S::NOT_FOUND,
-        "42P17" => return S::INTERNAL_SERVER_ERROR,
         "42501" => return S::FORBIDDEN,
         _ => {}
     }
@@ -185,8 +186,9 @@ pub fn status_for_sqlstate(code: &str) -> StatusCode {
     match code.get(..2).unwrap_or("") {
         "0L" | "0P" | "28" => S::FORBIDDEN,
         "53" => S::SERVICE_UNAVAILABLE,
-        "0A" | "20" | "21" | "22" | "23" | "24" | "26" | "27" | "34" | "3D" | "3F" | "42"
-        | "44" => S::BAD_REQUEST,
+        "0A" | "20" | "21" | "22" | "23" | "24" | "26" | "27" | "34" | "3D" | "3F" | "44" => {
+            S::BAD_REQUEST
+        }
         _ => S::INTERNAL_SERVER_ERROR,
     }
 }
@@ -265,7 +267,7 @@ mod tests {
             23514 400  23502 400  25006 405  25P02 500  28000 403  2D000 500  38001 500  39004 500
             3B000 500  40001 500  40P01 500  53300 503  54000 500  55P03 500  57014 500  57P01 503
             57P02 503  57P03 503  58030 500  F0000 500  HV000 500  P0001 400  P0002 404  P0003 500
-            XX000 500  42883 404  42P01 404  42P17 500  42501 403  42703 400  22P02 400  22023 400
+            XX000 500  42883 500  42P01 500  42P17 500  42501 403  42703 500  22P02 400  22023 400
             0A000 400  21000 400  2F005 500  72000 500  PT403 403  PT999 500  PT200 500  ZZ 500";
         let cells: Vec<&str> = table.split_whitespace().collect();
         for pair in cells.chunks(2) {

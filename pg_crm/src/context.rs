@@ -126,7 +126,10 @@ fn check_request(
             "SELECT m.tenant_id::text, m.user_id::text, m.role, m.status, t.status
                FROM core.memberships m
                JOIN core.tenants t ON t.id = m.tenant_id
-              WHERE m.tenant_id = $1 AND m.user_id = $2::uuid",
+               JOIN auth.users u ON u.id = m.user_id
+              WHERE m.tenant_id = $1 AND m.user_id = $2::uuid
+                AND u.deleted_at IS NULL
+                AND (u.banned_until IS NULL OR u.banned_until <= now())",
             Some(1),
             &[tenant.into(), user.as_str().into()],
         )?;

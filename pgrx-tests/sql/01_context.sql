@@ -46,6 +46,17 @@ SELECT tests.try($$SELECT crm_private.begin_request(tests.claims('rita@acme.test
 SELECT tests.try($$SELECT crm_private.begin_request(tests.claims('gil@globex.test', 'globex'), tests.tenant_id('globex'))$$) AS suspended;
 SELECT tests.try($$SELECT crm_private.begin_request(tests.claims('mo@acme.test', 'acme'), tests.tenant_id('acme'))$$) AS colleague_unaffected;
 RESET ROLE;
+-- A banned or deleted account (auth.users) is refused too, whatever its memberships.
+UPDATE auth.users SET banned_until = now() + interval '1 day' WHERE email = 'mo@acme.test';
+UPDATE auth.users SET deleted_at = now() WHERE email = 'ann@acme.test';
+SET LOCAL ROLE authenticated;
+SELECT tests.try($$SELECT crm_private.begin_request(tests.claims('mo@acme.test', 'acme'), tests.tenant_id('acme'))$$) AS banned;
+SELECT tests.try($$SELECT crm_private.begin_request(tests.claims('ann@acme.test', 'acme'), tests.tenant_id('acme'))$$) AS deleted;
+RESET ROLE;
+UPDATE auth.users SET banned_until = now() - interval '1 day' WHERE email = 'mo@acme.test';
+SET LOCAL ROLE authenticated;
+SELECT tests.try($$SELECT crm_private.begin_request(tests.claims('mo@acme.test', 'acme'), tests.tenant_id('acme'))$$) AS ban_expired;
+RESET ROLE;
 SELECT crm_private.reactivate_tenant(tests.tenant_id('globex'));
 SET LOCAL ROLE authenticated;
 SELECT tests.try($$SELECT crm_private.begin_request(tests.claims('gil@globex.test', 'globex'), tests.tenant_id('globex'))$$) AS reactivated;

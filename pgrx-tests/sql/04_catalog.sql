@@ -77,6 +77,19 @@ JOIN crm_tables r ON r.rel = c.confrelid
 WHERE c.contype = 'f' AND (SELECT attname FROM pg_attribute WHERE attrelid = c.conrelid AND attnum = c.conkey[1]) <> 'tenant_id'
 ORDER BY 1;
 
+-- Every api function is SECURITY INVOKER (RLS governs what it touches), pins its
+-- search_path, and is documented with COMMENT ON FUNCTION (the OpenAPI text).
+SELECT p.oid::regprocedure AS api_function_not_invoker_pinned_documented FROM pg_proc p
+WHERE p.pronamespace = 'api'::regnamespace
+  AND (p.prosecdef OR p.proconfig IS NULL OR coalesce(obj_description(p.oid, 'pg_proc'), '') = '')
+ORDER BY 1;
+
+-- SECURITY DEFINER functions all pin their search_path.
+SELECT p.oid::regprocedure AS definer_without_pinned_search_path FROM pg_proc p
+WHERE p.pronamespace IN ('core'::regnamespace, 'crm_private'::regnamespace, 'api'::regnamespace)
+  AND p.prosecdef AND NOT coalesce(p.proconfig::text[] && ARRAY['search_path=pg_catalog, pg_temp'], false)
+ORDER BY 1;
+
 -- The stamp columns and their trigger on every table.
 SELECT name AS missing_stamps FROM crm_tables t
 WHERE (SELECT count(*) FROM pg_attribute WHERE attrelid = t.rel AND NOT attisdropped

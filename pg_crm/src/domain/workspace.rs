@@ -226,7 +226,14 @@ mod unit {
     #[test]
     fn bad_values_name_their_field() {
         let long = "x".repeat(NAME_MAX + 1);
-        let cases: [(Option<&str>, Option<&str>, Option<&str>, Option<&str>, &str); 7] = [
+        type Case<'a> = (
+            Option<&'a str>,
+            Option<&'a str>,
+            Option<&'a str>,
+            Option<&'a str>,
+            &'a str,
+        );
+        let cases: [Case; 7] = [
             (Some(""), None, None, None, "name"),
             (Some(&long), None, None, None, "name"),
             (Some("a\u{0}b"), None, None, None, "name"),
