@@ -70,6 +70,7 @@ fi
 
 stop_all() {
     trap - INT TERM EXIT
+    trap '' PIPE  # the terminal may be gone already; stopping PostgreSQL must still happen
     [ -n "${edge_pid:-}" ] && kill "$edge_pid" 2>/dev/null && wait "$edge_pid" 2>/dev/null
     if [ -n "$started_cluster" ]; then
         say "stopping PostgreSQL"

@@ -7,6 +7,11 @@ cd "$ROOT"
 
 "$ROOT/scripts/prereqs.sh"
 
+# Keep a copy of everything printed, to total the test counts at the end.
+mkdir -p "$AURA_WORK"
+log=$AURA_WORK/test.log
+exec > >(tee "$log") 2>&1
+
 # pg_crm's #[pg_test]s get their own tree (their build adds a `tests` schema); the
 # regression suite and the integration tests share the other.
 PGC_PGTEST=$(pg_tree "$AURA_WORK/pg15-pgtest")
@@ -39,3 +44,7 @@ say "Dockerfile.postgres build steps"
 scripts/docker-build-steps.sh --check
 
 say "all tests passed"
+# One closing line for every runner above: cargo's "test result" lines and pg_regress's.
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+     /All [0-9]+ tests passed/ { for (i = 1; i <= NF; i++) if ($i ~ /^[0-9]+$/) { p += $i; break } }
+     END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
