@@ -14,7 +14,7 @@ exec > >(tee "$log") 2>&1
 
 # pg_crm's #[pg_test]s get their own tree (their build adds a `tests` schema); the
 # regression suite and the integration tests share the other.
-PGC_PGTEST=$(pg_tree "$AURA_WORK/pg15-pgtest")
+pg_tree "$AURA_WORK/pg15-pgtest" >/dev/null
 PGC=$("$ROOT/scripts/pgcluster" tree "$AURA_WORK/pg15")
 
 say "cargo fmt --check"

@@ -10,31 +10,43 @@ use crate::domain::workspace;
 use crate::error::{CrmError, OrRaise};
 use crate::workspace::check_timezone_exists;
 use pgrx::prelude::*;
-use pgrx::JsonB;
+use pgrx::{JsonB, Uuid};
 
 const NIL_INSTANCE: &str = "00000000-0000-0000-0000-000000000000";
 
-fn find_or_create_user(email: &str) -> String {
-    let existing = Spi::get_one_with_args::<String>(
-        "SELECT id::text FROM auth.users WHERE lower(email) = $1 AND NOT is_sso_user ORDER BY created_at LIMIT 1",
+/// The value of an `INSERT … RETURNING`, which always yields a row: its absence would be a
+/// bug, reported as an internal error (XX000).
+fn returned<T: pgrx::FromDatum + pgrx::IntoDatum>(
+    result: Result<Option<T>, pgrx::spi::Error>,
+    what: &str,
+) -> T {
+    result
+        .or_raise()
+        .unwrap_or_else(|| panic!("pg_crm: {what} was not returned"))
+}
+
+fn find_or_create_user(email: &str) -> Uuid {
+    let existing = Spi::get_one_with_args::<Uuid>(
+        "SELECT id FROM auth.users WHERE lower(email) = $1 AND NOT is_sso_user ORDER BY created_at LIMIT 1",
         &[email.into()],
     );
     if let Ok(Some(id)) = existing {
         return id;
     }
-    Spi::get_one_with_args::<String>(
+    returned(
+        Spi::get_one_with_args::<Uuid>(
         "INSERT INTO auth.users (instance_id, id, aud, role, email, raw_app_meta_data,
                                  raw_user_meta_data, created_at, updated_at, is_sso_user, is_anonymous)
          VALUES ($1::uuid, gen_random_uuid(), 'authenticated', 'authenticated', $2,
                  '{\"provider\": \"email\", \"providers\": [\"email\"]}', '{}', now(), now(), false, false)
-         RETURNING id::text",
+         RETURNING id",
         &[NIL_INSTANCE.into(), email.into()],
+        ),
+        "the new user's id",
     )
-    .or_raise()
-    .unwrap_or_default()
 }
 
-fn insert_membership(tenant_id: &str, user_id: &str, role: TenantRole, display_name: Option<&str>) {
+fn insert_membership(tenant_id: Uuid, user_id: Uuid, role: TenantRole, display_name: Option<&str>) {
     let display_name = display_name
         .map(|d| {
             workspace::tenant_name(d)
@@ -43,7 +55,7 @@ fn insert_membership(tenant_id: &str, user_id: &str, role: TenantRole, display_n
         .transpose()
         .or_raise();
     let exists = Spi::get_one_with_args::<bool>(
-        "SELECT EXISTS (SELECT 1 FROM core.memberships WHERE tenant_id = $1::uuid AND user_id = $2::uuid)",
+        "SELECT EXISTS (SELECT 1 FROM core.memberships WHERE tenant_id = $1 AND user_id = $2)",
         &[tenant_id.into(), user_id.into()],
     )
     .or_raise()
@@ -52,7 +64,7 @@ fn insert_membership(tenant_id: &str, user_id: &str, role: TenantRole, display_n
         CrmError::Conflict("this user is already a member of the tenant".into()).raise();
     }
     Spi::run_with_args(
-        "INSERT INTO core.memberships (tenant_id, user_id, role, display_name) VALUES ($1::uuid, $2::uuid, $3, $4)",
+        "INSERT INTO core.memberships (tenant_id, user_id, role, display_name) VALUES ($1, $2, $3, $4)",
         &[tenant_id.into(), user_id.into(), role.as_str().into(), display_name.into()],
     )
     .or_raise();
@@ -82,24 +94,28 @@ fn create_tenant(
     if taken {
         CrmError::Conflict(format!("a tenant with slug \"{slug}\" already exists")).raise();
     }
-    let tenant_id = Spi::get_one_with_args::<String>(
-        "INSERT INTO core.tenants (name, slug, timezone) VALUES ($1, $2, $3) RETURNING id::text",
-        &[
-            name.as_str().into(),
-            slug.as_str().into(),
-            timezone.as_str().into(),
-        ],
-    )
-    .or_raise()
-    .unwrap_or_default();
+    let tenant_id = returned(
+        Spi::get_one_with_args::<Uuid>(
+            "INSERT INTO core.tenants (name, slug, timezone) VALUES ($1, $2, $3) RETURNING id",
+            &[
+                name.as_str().into(),
+                slug.as_str().into(),
+                timezone.as_str().into(),
+            ],
+        ),
+        "the new tenant's id",
+    );
     let user_id = find_or_create_user(&email);
-    insert_membership(&tenant_id, &user_id, TenantRole::Admin, admin_display_name);
-    JsonB(serde_json::json!({ "tenant_id": tenant_id, "admin_user_id": user_id }))
+    insert_membership(tenant_id, user_id, TenantRole::Admin, admin_display_name);
+    JsonB(serde_json::json!({
+        "tenant_id": tenant_id.to_string(),
+        "admin_user_id": user_id.to_string(),
+    }))
 }
 
-fn require_tenant(tenant_id: &str) {
+fn require_tenant(tenant_id: Uuid) {
     let exists = Spi::get_one_with_args::<bool>(
-        "SELECT EXISTS (SELECT 1 FROM core.tenants WHERE id = $1::uuid)",
+        "SELECT EXISTS (SELECT 1 FROM core.tenants WHERE id = $1)",
         &[tenant_id.into()],
     )
     .or_raise()
@@ -113,26 +129,23 @@ fn require_tenant(tenant_id: &str) {
 #[pg_extern(schema = "crm_private", volatile, parallel_unsafe, requires = ["schema"])]
 #[search_path(pg_catalog, pg_temp)]
 fn add_member(
-    tenant_id: pgrx::Uuid,
+    tenant_id: Uuid,
     email: &str,
     role: &str,
     display_name: default!(Option<&str>, "NULL"),
-) -> pgrx::Uuid {
-    let tenant_id = tenant_id.to_string();
+) -> Uuid {
     let email = workspace::email("email", email).or_raise();
     let role = role
         .parse::<TenantRole>()
         .map_err(|_| CrmError::invalid("role", "must be admin, manager or rep"))
         .or_raise();
-    require_tenant(&tenant_id);
+    require_tenant(tenant_id);
     let user_id = find_or_create_user(&email);
-    insert_membership(&tenant_id, &user_id, role, display_name);
-    Spi::get_one_with_args::<pgrx::Uuid>("SELECT $1::uuid", &[user_id.as_str().into()])
-        .or_raise()
-        .unwrap_or_else(|| CrmError::NotFound("user".into()).raise())
+    insert_membership(tenant_id, user_id, role, display_name);
+    user_id
 }
 
-fn set_tenant_status(tenant_id: pgrx::Uuid, status: &str) {
+fn set_tenant_status(tenant_id: Uuid, status: &str) {
     let updated = Spi::get_one_with_args::<bool>(
         "UPDATE core.tenants SET status = $2 WHERE id = $1 RETURNING true",
         &[tenant_id.into(), status.into()],
@@ -145,14 +158,14 @@ fn set_tenant_status(tenant_id: pgrx::Uuid, status: &str) {
 /// Suspend a tenant: data stays, every member loses access on their next request (F1.5).
 #[pg_extern(schema = "crm_private", volatile, parallel_unsafe, strict, requires = ["schema"])]
 #[search_path(pg_catalog, pg_temp)]
-fn suspend_tenant(tenant_id: pgrx::Uuid) {
+fn suspend_tenant(tenant_id: Uuid) {
     set_tenant_status(tenant_id, "suspended");
 }
 
 /// Lift a suspension.
 #[pg_extern(schema = "crm_private", volatile, parallel_unsafe, strict, requires = ["schema"])]
 #[search_path(pg_catalog, pg_temp)]
-fn reactivate_tenant(tenant_id: pgrx::Uuid) {
+fn reactivate_tenant(tenant_id: Uuid) {
     set_tenant_status(tenant_id, "active");
 }
 
@@ -160,7 +173,7 @@ fn reactivate_tenant(tenant_id: pgrx::Uuid) {
 /// access on their next request; their records stay.
 #[pg_extern(schema = "crm_private", volatile, parallel_unsafe, strict, requires = ["schema"])]
 #[search_path(pg_catalog, pg_temp)]
-fn set_member_status(tenant_id: pgrx::Uuid, user_id: pgrx::Uuid, status: &str) {
+fn set_member_status(tenant_id: Uuid, user_id: Uuid, status: &str) {
     if !matches!(status, "active" | "deactivated") {
         CrmError::invalid("status", "must be active or deactivated").raise();
     }

@@ -318,3 +318,27 @@ pub fn assert_error_body(body: &Value, code: &str) {
         "{body}"
     );
 }
+
+/// What most tests start from: a cluster with two seeded tenants (see [`seed_two_tenants`]),
+/// a DBA connection, and the edge with a pool of `pool_size`.
+pub struct Seeded {
+    pub edge: Edge,
+    pub members: Vec<Member>,
+    pub admin: tokio_postgres::Client,
+    pub cluster: Cluster,
+}
+
+impl Seeded {
+    pub async fn start(prefix: &str, pool_size: usize) -> Seeded {
+        let cluster = Cluster::start().await;
+        let admin = cluster.admin().await;
+        let members = seed_two_tenants(&admin, prefix).await;
+        let edge = Edge::start(&cluster, pool_size).await;
+        Seeded {
+            edge,
+            members,
+            admin,
+            cluster,
+        }
+    }
+}

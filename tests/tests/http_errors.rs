@@ -10,9 +10,12 @@ fn b64(v: &serde_json::Value) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokens_and_requests_are_checked() {
-    let cluster = Cluster::start().await;
-    let admin = cluster.admin().await;
-    let members = seed_two_tenants(&admin, "err").await;
+    let Seeded {
+        edge,
+        members,
+        admin,
+        cluster: _cluster,
+    } = Seeded::start("err", 2).await;
     // A function with a typed argument, to see type errors come back as 400.
     admin
         .batch_execute(
@@ -23,7 +26,6 @@ async fn tokens_and_requests_are_checked() {
         )
         .await
         .expect("fixture function");
-    let edge = Edge::start(&cluster, 2).await;
     let m = &members[0];
     let good = claims(&m.user_id, &m.tenant_id);
 

@@ -5,10 +5,12 @@ use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn members_see_and_change_only_their_own_tenant() {
-    let cluster = Cluster::start().await;
-    let admin = cluster.admin().await;
-    let members = seed_two_tenants(&admin, "iso").await;
-    let edge = Edge::start(&cluster, 4).await;
+    let Seeded {
+        edge,
+        members,
+        admin,
+        cluster: _cluster,
+    } = Seeded::start("iso", 4).await;
 
     for m in &members {
         let token = m.token();
@@ -76,10 +78,12 @@ async fn members_see_and_change_only_their_own_tenant() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_workspace_values_are_400_and_change_nothing() {
-    let cluster = Cluster::start().await;
-    let admin = cluster.admin().await;
-    let members = seed_two_tenants(&admin, "val").await;
-    let edge = Edge::start(&cluster, 2).await;
+    let Seeded {
+        edge,
+        members,
+        admin: _admin,
+        cluster: _cluster,
+    } = Seeded::start("val", 2).await;
     let token = members[0].token();
     for body in [
         r#"{"name": ""}"#,

@@ -6,11 +6,13 @@ use std::time::{Duration, Instant};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn database_down_is_503_and_recovers_without_restart() {
-    let cluster = Cluster::start().await;
-    let admin = cluster.admin().await;
-    let members = seed_two_tenants(&admin, "out").await;
+    let Seeded {
+        edge,
+        members,
+        admin,
+        cluster,
+    } = Seeded::start("out", 4).await;
     drop(admin);
-    let edge = Edge::start(&cluster, 4).await;
     let token = members[0].token();
     assert_eq!(rpc(&edge, Some(&token), "whoami", "{}").await.0, 200);
 

@@ -4,10 +4,12 @@ use aura_tests::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_pooled_connection_alternating_tenants_never_leaks() {
-    let cluster = Cluster::start().await;
-    let admin = cluster.admin().await;
-    let members = seed_two_tenants(&admin, "pool").await;
-    let edge = Edge::start(&cluster, 1).await;
+    let Seeded {
+        edge,
+        members,
+        admin,
+        cluster: _cluster,
+    } = Seeded::start("pool", 1).await;
     let (a, b) = (&members[1], &members[5]);
     let (ta, tb) = (a.token(), b.token());
     let mut foreign = 0;

@@ -5,10 +5,12 @@ use aura_tests::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deactivation_and_suspension_take_effect_on_the_next_request() {
-    let cluster = Cluster::start().await;
-    let admin = cluster.admin().await;
-    let members = seed_two_tenants(&admin, "rev").await;
-    let edge = Edge::start(&cluster, 2).await;
+    let Seeded {
+        edge,
+        members,
+        admin,
+        cluster: _cluster,
+    } = Seeded::start("rev", 2).await;
     let rep_a = &members[2];
     let admin_b = &members[3];
     let (rep_token, b_token) = (rep_a.token(), admin_b.token());
