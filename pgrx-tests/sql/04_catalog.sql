@@ -48,7 +48,7 @@ ORDER BY 1, 2;
 
 -- Functions policies call: which ones, and that each is an inlinable SQL helper
 -- (LANGUAGE sql, not VOLATILE, not SECURITY DEFINER, no SET clause, no table read).
-SELECT DISTINCT d.refobjid::regprocedure AS called_from_policies
+SELECT DISTINCT d.refobjid::regprocedure::text AS called_from_policies
 FROM pg_depend d JOIN pg_policy p ON d.classid = 'pg_policy'::regclass AND d.objid = p.oid
 JOIN crm_tables t ON t.rel = p.polrelid
 WHERE d.refclassid = 'pg_proc'::regclass ORDER BY 1;

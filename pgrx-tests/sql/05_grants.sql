@@ -9,18 +9,20 @@ WHERE n.nspname IN ('core', 'crm_private', 'api') AND has_function_privilege('pu
 -- Table and column privileges, all of them.
 SELECT c.oid::regclass AS "table", a.grantee::regrole, a.privilege_type
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace, aclexplode(c.relacl) a
-WHERE n.nspname IN ('core', 'crm_private', 'api') AND a.grantee <> c.relowner ORDER BY 1, 2, 3;
+WHERE n.nspname IN ('core', 'crm_private', 'api') AND a.grantee <> c.relowner
+ORDER BY c.oid::regclass::text, a.grantee::regrole::text, 3;
 SELECT c.oid::regclass AS "table", att.attname AS "column", a.grantee::regrole, a.privilege_type
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 JOIN pg_attribute att ON att.attrelid = c.oid, aclexplode(att.attacl) a
-WHERE n.nspname IN ('core', 'crm_private', 'api') ORDER BY 1, 2, 3, 4;
+WHERE n.nspname IN ('core', 'crm_private', 'api')
+ORDER BY c.oid::regclass::text, 2, a.grantee::regrole::text, 4;
 
 -- Functions each API role may execute.
 SELECT r.rolname, p.oid::regprocedure AS executes
 FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
 CROSS JOIN (VALUES ('anon'), ('authenticated'), ('service_role'), ('authenticator')) r(rolname)
 WHERE n.nspname IN ('core', 'crm_private', 'api') AND has_function_privilege(r.rolname, p.oid, 'EXECUTE')
-ORDER BY 1, 2::text;
+ORDER BY 1, p.oid::regprocedure::text;
 
 -- The edge's login role: not superuser, no BYPASSRLS, owns nothing; the API roles bypass nothing
 -- but service_role; the table owner cannot log in.
