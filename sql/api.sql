@@ -14,19 +14,37 @@ CREATE FUNCTION crm_private.workspace_json(t core.tenants) RETURNS jsonb
 $$;
 COMMENT ON FUNCTION crm_private.workspace_json(core.tenants) IS 'The public JSON shape of a workspace.';
 
-CREATE FUNCTION api.whoami() RETURNS jsonb
-    LANGUAGE sql STABLE SECURITY INVOKER PARALLEL SAFE
+-- The signed-in user's email, from auth.users (which `authenticated` may not read). The
+-- identity is the gate's (`app.current_user_id`), never the token's claims: those stay
+-- readable as `request.jwt.claims` but any session can rewrite them with set_config.
+CREATE FUNCTION crm_private.current_user_email() RETURNS text
+    LANGUAGE plpgsql STABLE SECURITY DEFINER PARALLEL SAFE
     SET search_path = pg_catalog, pg_temp
     AS $$
-    SELECT jsonb_build_object(
-        'user_id', m.user_id, 'tenant_id', m.tenant_id, 'role', m.role,
-        'display_name', m.display_name, 'email', auth.jwt() ->> 'email')
-    FROM core.memberships m
-    WHERE m.tenant_id = crm_private.tenant_id()
-      AND m.user_id = crm_private.user_id()
+BEGIN
+    RETURN (SELECT u.email::text FROM auth.users u WHERE u.id = crm_private.user_id());
+END
+$$;
+COMMENT ON FUNCTION crm_private.current_user_email() IS 'The email of the current request''s user (the gate''s app.current_user_id), from auth.users.';
+
+-- PL/pgSQL, not LANGUAGE sql: a sql function with a SET clause is parsed and planned on
+-- every call, PL/pgSQL keeps its plan per connection (ARCHITECTURE.md, request-path cost).
+CREATE FUNCTION api.whoami() RETURNS jsonb
+    LANGUAGE plpgsql STABLE SECURITY INVOKER PARALLEL SAFE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+BEGIN
+    RETURN (
+        SELECT jsonb_build_object(
+            'user_id', m.user_id, 'tenant_id', m.tenant_id, 'role', m.role,
+            'display_name', m.display_name, 'email', crm_private.current_user_email())
+        FROM core.memberships m
+        WHERE m.tenant_id = crm_private.tenant_id()
+          AND m.user_id = crm_private.user_id());
+END
 $$;
 COMMENT ON FUNCTION api.whoami() IS
-'Who is calling: {user_id, tenant_id, role, display_name, email} of the current request''s member. Any role. NULL without a tenant context.';
+'Who is calling: {user_id, tenant_id, role, display_name, email} of the current request''s member, as the database knows them (the email from the account, not from the token). Any role. NULL without a tenant context.';
 
 CREATE FUNCTION api.get_workspace() RETURNS jsonb
     LANGUAGE sql STABLE SECURITY INVOKER PARALLEL SAFE

@@ -25,6 +25,7 @@ GRANT EXECUTE ON FUNCTION
     crm_private.user_id(),
     crm_private.tenant_role(),
     crm_private.workspace_json(core.tenants),
+    crm_private.current_user_email(),
     crm_private.update_workspace(text, text, text, text),
     api.whoami(),
     api.get_workspace(),

@@ -35,7 +35,8 @@ END
 $owner$;
 
 CREATE SCHEMA core;         -- platform tables: tenants, memberships
--- crm_private (helpers and internals; never exposed over HTTP) is created by pgrx just before.
+-- crm_private (helpers and internals; never exposed over HTTP) is the extension's own schema
+-- (pg_crm.control): CREATE EXTENSION creates it before this script runs.
 CREATE SCHEMA api;          -- the only schema the edge reaches
 COMMENT ON SCHEMA core IS 'Aura platform tables (tenants, memberships). Tenant-scoped, row-level secured.';
 COMMENT ON SCHEMA crm_private IS 'Aura internals: request-context helpers, business rules, operator functions. Never exposed over HTTP.';
@@ -93,7 +94,7 @@ CREATE TABLE core.tenants (
     id uuid NOT NULL DEFAULT gen_random_uuid(),
     name text NOT NULL CHECK (pg_catalog.char_length(pg_catalog.btrim(name)) BETWEEN 1 AND 200),
     slug text NOT NULL CHECK (slug ~ '^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$'),
-    logo_url text CHECK (logo_url ~* '^https?://[^\s]+$' AND pg_catalog.char_length(logo_url) <= 2048),
+    logo_url text CHECK (logo_url ~* '^https?://[^\s"''`<>\\]+$' AND pg_catalog.char_length(logo_url) <= 2048),
     industry text CHECK (pg_catalog.char_length(industry) BETWEEN 1 AND 100),
     timezone text NOT NULL DEFAULT 'UTC' CHECK (pg_catalog.char_length(timezone) BETWEEN 1 AND 64),
     status text NOT NULL DEFAULT 'active' CHECK (status IN ('active', 'suspended')),
@@ -120,7 +121,7 @@ CREATE TABLE core.memberships (
     role text NOT NULL CHECK (role IN ('admin', 'manager', 'rep')),
     status text NOT NULL DEFAULT 'active' CHECK (status IN ('active', 'deactivated')),
     display_name text CHECK (pg_catalog.char_length(display_name) BETWEEN 1 AND 200),
-    avatar_url text CHECK (avatar_url ~* '^https?://[^\s]+$' AND pg_catalog.char_length(avatar_url) <= 2048),
+    avatar_url text CHECK (avatar_url ~* '^https?://[^\s"''`<>\\]+$' AND pg_catalog.char_length(avatar_url) <= 2048),
     department text CHECK (pg_catalog.char_length(department) BETWEEN 1 AND 100),
     created_at timestamptz NOT NULL DEFAULT now(),
     updated_at timestamptz NOT NULL DEFAULT now(),
@@ -132,6 +133,9 @@ CREATE TABLE core.memberships (
     CONSTRAINT memberships_user_fkey FOREIGN KEY (user_id) REFERENCES auth.users (id)
 );
 CREATE INDEX memberships_tenant_role_idx ON core.memberships (tenant_id, role);
+-- The one index not led by tenant_id: auth.users is not tenant-scoped, and deleting or
+-- updating a user must find their memberships without scanning every tenant's.
+CREATE INDEX memberships_user_idx ON core.memberships (user_id);
 COMMENT ON TABLE core.memberships IS 'Users'' membership of a tenant: role (admin, manager, rep), status, profile.';
 
 CREATE TRIGGER memberships_stamp BEFORE INSERT OR UPDATE ON core.memberships
@@ -164,3 +168,8 @@ COMMENT ON POLICY memberships_select ON core.memberships IS 'Members see their o
 
 ALTER TABLE core.tenants OWNER TO crm_owner;
 ALTER TABLE core.memberships OWNER TO crm_owner;
+
+-- Tables an extension creates are left out of pg_dump unless registered: without this a
+-- DBA's backup would hold the schema and none of the rows.
+SELECT pg_catalog.pg_extension_config_dump('core.tenants', '');
+SELECT pg_catalog.pg_extension_config_dump('core.memberships', '');

@@ -128,6 +128,11 @@ impl Catalog {
         Ok(Catalog::new(functions))
     }
 
+    /// Every overload of `name` (none if there is no such function).
+    pub fn overloads(&self, name: &str) -> &[Function] {
+        self.functions.get(name).map_or(&[], Vec::as_slice)
+    }
+
     /// The overload taking exactly these argument names (the one with fewest arguments if
     /// several do), or PostgREST's 404 `PGRST202`.
     pub fn resolve(&self, name: &str, keys: &BTreeSet<String>) -> Result<&Function, Error> {

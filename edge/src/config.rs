@@ -1,47 +1,107 @@
 //! Configuration, read once from the environment at startup.
 //!
 //! The edge refuses to start on a configuration that could only fail later or silently weaken
-//! authentication (no key at all, a short HS256 secret, an unparsable database URL or JWKS), so
-//! an operator sees the mistake at deploy time and not as a stream of 401s or 503s.
+//! authentication (no key at all, a short HS256 secret, an unparsable database URL, JWKS or
+//! TLS setting), so an operator sees the mistake at deploy time and not as a stream of 401s
+//! or 503s.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::str::FromStr;
+use std::time::Duration;
 
 use jsonwebtoken::Algorithm;
+
+use crate::pgtls::DbTarget;
 
 /// How the edge runs. Built by [`Config::from_env`] from these variables:
 ///
 /// | variable | meaning | default |
 /// |---|---|---|
 /// | `AURA_LISTEN` | address and port to listen on | `127.0.0.1:3000` |
-/// | `AURA_AUTHENTICATOR_URL` | libpq-style URL or `key=value` string the edge logs in with, as the `authenticator` role, e.g. `postgresql://authenticator:pw@127.0.0.1:54329/aura` or `host=/run/postgresql user=authenticator dbname=aura` (unix socket directory) | required |
+/// | `AURA_AUTHENTICATOR_URL` | libpq-style URL or `key=value` string the edge logs in with, as the `authenticator` role; `sslmode` (`disable`, `prefer`, `require`, `verify-ca`, `verify-full`) and `sslrootcert` (a PEM file, or `system`) as in libpq | required |
 /// | `AURA_DB_POOL_SIZE` | maximum pooled connections | `10` |
+/// | `AURA_STATEMENT_TIMEOUT` | longest a request's statements may run | `15s` |
+/// | `AURA_TENANT_POOL_SHARE` | the share of the pool one tenant may hold at once, `0 < share <= 1` | `0.5` |
+/// | `AURA_TENANT_QUEUE` | requests of one tenant that may wait for its share; more get 429 | `64` |
+/// | `AURA_HTTP_MAX_CONNECTIONS` | open client connections; at the cap the longest-idle one is closed for a new one | `1000` |
+/// | `AURA_HTTP_HEADER_TIMEOUT` | time to receive a request's headers | `10s` |
+/// | `AURA_HTTP_BODY_TIMEOUT` | time to receive a request body, and to send a response | `30s` |
+/// | `AURA_HTTP_KEEPALIVE_TIMEOUT` | how long an idle keep-alive connection is kept | `75s` |
+/// | `AURA_HTTP_MAX_BODY_BYTES` | largest request body (413 above) | `1048576` |
+/// | `AURA_HTTP_MAX_HEADER_BYTES` | largest request head (431 above) | `16384` |
 /// | `AURA_JWT_SECRET` | HS256 shared secret, at least 32 bytes | unset |
-/// | `AURA_JWT_JWKS` | JWKS document (ES256/RS256 public keys with `kid`), inline JSON or `@/path/to/file` | unset |
+/// | `AURA_JWT_JWKS` | JWKS (ES256/RS256 public keys with `kid`): inline JSON, `@/path/to/file` or an `https://` URL | unset |
+/// | `AURA_JWT_JWKS_REFRESH` | how often a JWKS file or URL is read again (also on an unknown `kid`) | `300s` |
 /// | `AURA_JWT_AUD` | required `aud` claim | `authenticated` |
+/// | `AURA_JWT_ISSUER` | accepted `iss` values, comma-separated; unset: not checked | unset |
 /// | `AURA_JWT_ALGORITHMS` | comma-separated allowlist of JWT algorithms | `HS256` if a secret is set, plus `ES256,RS256` if a JWKS is set |
 /// | `AURA_LOG` | tracing filter directive | `info` |
 ///
-/// At least one of `AURA_JWT_SECRET` and `AURA_JWT_JWKS` is required. Empty values count as unset.
+/// At least one of `AURA_JWT_SECRET` and `AURA_JWT_JWKS` is required. Empty values count as
+/// unset. Durations are seconds (`2.5`) or carry a unit (`500ms`, `10s`, `5m`).
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// The connection string as given (`AURA_AUTHENTICATOR_URL`).
     pub database_url: String,
     pub pool_size: usize,
+    pub statement_timeout: Duration,
+    pub tenant_pool_share: f64,
+    pub tenant_queue: usize,
+    pub http: HttpLimits,
     pub jwt: JwtConfig,
     pub listen: SocketAddr,
     /// `tracing_subscriber::EnvFilter` directive; used by the binary, ignored by [`crate::serve`].
     pub log_filter: String,
 }
 
+/// What a client connection may cost: see [`crate::server`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpLimits {
+    pub max_connections: usize,
+    pub header_timeout: Duration,
+    pub body_timeout: Duration,
+    pub keep_alive_timeout: Duration,
+    pub max_body_bytes: usize,
+    pub max_header_bytes: usize,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        HttpLimits {
+            max_connections: 1000,
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            keep_alive_timeout: Duration::from_secs(75),
+            max_body_bytes: 1 << 20,
+            max_header_bytes: 16 << 10,
+        }
+    }
+}
+
+/// Where the JWKS comes from. A file or URL is read again every [`JwtConfig::jwks_refresh`]
+/// and when a token names a key id it does not hold, so keys rotate without a restart.
+#[derive(Debug, Clone, PartialEq)]
+pub enum JwksSource {
+    Inline(String),
+    File(PathBuf),
+    Url(String),
+}
+
 /// How tokens are verified.
 #[derive(Debug, Clone)]
 pub struct JwtConfig {
     pub hs256_secret: Option<String>,
-    /// A JWKS document (`{"keys": [...]}`), already read from its file if one was named.
-    pub jwks_json: Option<String>,
+    pub jwks: Option<JwksSource>,
     pub audience: String,
+    /// Accepted `iss` values; empty means the issuer is not checked.
+    pub issuers: Vec<String>,
     /// Only tokens whose header `alg` is listed here are considered.
     pub algorithms: Vec<Algorithm>,
+    pub jwks_refresh: Duration,
+    /// The shortest time between two reloads caused by unknown key ids, so a stream of
+    /// tokens with made-up `kid`s cannot turn into a stream of fetches.
+    pub jwks_cooldown: Duration,
 }
 
 /// A configuration problem, named by its variable.
@@ -62,7 +122,7 @@ impl std::fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-fn invalid(var: &'static str, reason: impl Into<String>) -> ConfigError {
+pub(crate) fn invalid(var: &'static str, reason: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         var,
         reason: reason.into(),
@@ -74,9 +134,12 @@ impl JwtConfig {
     pub fn hs256(secret: impl Into<String>) -> JwtConfig {
         JwtConfig {
             hs256_secret: Some(secret.into()),
-            jwks_json: None,
+            jwks: None,
             audience: "authenticated".to_owned(),
+            issuers: Vec::new(),
             algorithms: vec![Algorithm::HS256],
+            jwks_refresh: Duration::from_secs(300),
+            jwks_cooldown: Duration::from_secs(10),
         }
     }
 }
@@ -87,10 +150,19 @@ impl Config {
         Config {
             database_url: database_url.into(),
             pool_size: 10,
+            statement_timeout: Duration::from_secs(15),
+            tenant_pool_share: 0.5,
+            tenant_queue: 64,
+            http: HttpLimits::default(),
             jwt,
             listen: SocketAddr::from(([127, 0, 0, 1], 3000)),
             log_filter: "info".to_owned(),
         }
+    }
+
+    /// The most pooled connections one tenant may hold at once (at least one).
+    pub fn tenant_max_connections(&self) -> usize {
+        ((self.pool_size as f64 * self.tenant_pool_share).floor() as usize).clamp(1, self.pool_size)
     }
 
     /// Reads the `AURA_*` variables described on [`Config`] and validates them.
@@ -102,45 +174,101 @@ impl Config {
 
     pub(crate) fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
         let var = |name: &str| get(name).filter(|v| !v.trim().is_empty());
+        let duration = |name: &'static str, default: Duration| match var(name) {
+            Some(v) => parse_duration(v.trim())
+                .filter(|d| !d.is_zero())
+                .ok_or_else(|| invalid(name, "must be a duration such as 2.5, 500ms, 10s or 5m")),
+            None => Ok(default),
+        };
+        let count =
+            |name: &'static str, default: usize, range: std::ops::RangeInclusive<usize>| match var(
+                name,
+            ) {
+                Some(v) => v
+                    .trim()
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|n| range.contains(n))
+                    .ok_or_else(|| {
+                        invalid(
+                            name,
+                            format!(
+                                "must be an integer from {} to {}",
+                                range.start(),
+                                range.end()
+                            ),
+                        )
+                    }),
+                None => Ok(default),
+            };
+        let defaults = Config::new(String::new(), JwtConfig::hs256(""));
 
         let listen = match var("AURA_LISTEN") {
             Some(v) => SocketAddr::from_str(v.trim())
                 .map_err(|e| invalid("AURA_LISTEN", format!("not an address:port ({e})")))?,
-            None => SocketAddr::from(([127, 0, 0, 1], 3000)),
+            None => defaults.listen,
         };
         let database_url =
             var("AURA_AUTHENTICATOR_URL").ok_or(ConfigError::Missing("AURA_AUTHENTICATOR_URL"))?;
-        tokio_postgres::Config::from_str(&database_url).map_err(|e| {
-            invalid(
-                "AURA_AUTHENTICATOR_URL",
-                format!("not a valid connection string ({e})"),
-            )
-        })?;
-        let pool_size = match var("AURA_DB_POOL_SIZE") {
+        DbTarget::parse(&database_url)?;
+        let pool_size = count("AURA_DB_POOL_SIZE", defaults.pool_size, 1..=1000)?;
+        let statement_timeout = duration("AURA_STATEMENT_TIMEOUT", defaults.statement_timeout)?;
+        let tenant_pool_share = match var("AURA_TENANT_POOL_SHARE") {
             Some(v) => v
                 .trim()
-                .parse::<usize>()
+                .parse::<f64>()
                 .ok()
-                .filter(|n| (1..=1000).contains(n))
-                .ok_or_else(|| invalid("AURA_DB_POOL_SIZE", "must be an integer from 1 to 1000"))?,
-            None => 10,
+                .filter(|s| *s > 0.0 && *s <= 1.0)
+                .ok_or_else(|| {
+                    invalid(
+                        "AURA_TENANT_POOL_SHARE",
+                        "must be a fraction above 0 and at most 1",
+                    )
+                })?,
+            None => defaults.tenant_pool_share,
+        };
+        let tenant_queue = count("AURA_TENANT_QUEUE", defaults.tenant_queue, 0..=100_000)?;
+        let d = HttpLimits::default();
+        let http = HttpLimits {
+            max_connections: count(
+                "AURA_HTTP_MAX_CONNECTIONS",
+                d.max_connections,
+                1..=1_000_000,
+            )?,
+            header_timeout: duration("AURA_HTTP_HEADER_TIMEOUT", d.header_timeout)?,
+            body_timeout: duration("AURA_HTTP_BODY_TIMEOUT", d.body_timeout)?,
+            keep_alive_timeout: duration("AURA_HTTP_KEEPALIVE_TIMEOUT", d.keep_alive_timeout)?,
+            max_body_bytes: count("AURA_HTTP_MAX_BODY_BYTES", d.max_body_bytes, 1..=1 << 30)?,
+            max_header_bytes: count(
+                "AURA_HTTP_MAX_HEADER_BYTES",
+                d.max_header_bytes,
+                1024..=1 << 20,
+            )?,
         };
 
         let hs256_secret = var("AURA_JWT_SECRET");
-        let jwks_json =
-            match var("AURA_JWT_JWKS") {
-                Some(v) => match v.trim().strip_prefix('@') {
-                    Some(path) => Some(std::fs::read_to_string(path).map_err(|e| {
-                        invalid("AURA_JWT_JWKS", format!("cannot read {path}: {e}"))
-                    })?),
-                    None => Some(v),
-                },
-                None => None,
-            };
-        if hs256_secret.is_none() && jwks_json.is_none() {
+        let jwks = var("AURA_JWT_JWKS").map(|v| {
+            let v = v.trim().to_owned();
+            if let Some(path) = v.strip_prefix('@') {
+                JwksSource::File(PathBuf::from(path))
+            } else if v.starts_with("https://") || v.starts_with("http://") {
+                JwksSource::Url(v)
+            } else {
+                JwksSource::Inline(v)
+            }
+        });
+        if hs256_secret.is_none() && jwks.is_none() {
             return Err(ConfigError::Missing("AURA_JWT_SECRET or AURA_JWT_JWKS"));
         }
         let audience = var("AURA_JWT_AUD").unwrap_or_else(|| "authenticated".to_owned());
+        let issuers = var("AURA_JWT_ISSUER")
+            .map(|v| {
+                v.split(',')
+                    .map(|s| s.trim().to_owned())
+                    .filter(|s| !s.is_empty())
+                    .collect()
+            })
+            .unwrap_or_default();
         let algorithms = match var("AURA_JWT_ALGORITHMS") {
             Some(v) => v
                 .split(',')
@@ -158,7 +286,7 @@ impl Config {
                 if hs256_secret.is_some() {
                     algs.push(Algorithm::HS256);
                 }
-                if jwks_json.is_some() {
+                if jwks.is_some() {
                     algs.extend([Algorithm::ES256, Algorithm::RS256]);
                 }
                 algs
@@ -166,20 +294,43 @@ impl Config {
         };
         let jwt = JwtConfig {
             hs256_secret,
-            jwks_json,
+            jwks,
             audience,
+            issuers,
             algorithms,
+            jwks_refresh: duration("AURA_JWT_JWKS_REFRESH", Duration::from_secs(300))?,
+            jwks_cooldown: Duration::from_secs(10),
         };
         crate::jwt::Verifier::new(&jwt)?;
 
         Ok(Config {
             database_url,
             pool_size,
+            statement_timeout,
+            tenant_pool_share,
+            tenant_queue,
+            http,
             jwt,
             listen,
             log_filter: var("AURA_LOG").unwrap_or_else(|| "info".to_owned()),
         })
     }
+}
+
+/// `2.5` (seconds), `500ms`, `10s`, `5m`.
+fn parse_duration(s: &str) -> Option<Duration> {
+    let (number, scale) = if let Some(n) = s.strip_suffix("ms") {
+        (n, 0.001)
+    } else if let Some(n) = s.strip_suffix('s') {
+        (n, 1.0)
+    } else if let Some(n) = s.strip_suffix('m') {
+        (n, 60.0)
+    } else {
+        (s, 1.0)
+    };
+    let seconds = number.trim().parse::<f64>().ok()? * scale;
+    (seconds.is_finite() && (0.0..=86_400.0 * 365.0).contains(&seconds))
+        .then(|| Duration::from_secs_f64(seconds))
 }
 
 #[cfg(test)]
@@ -205,9 +356,53 @@ mod tests {
         let c = lookup(&[URL, SECRET]).expect("valid");
         assert_eq!(c.listen.to_string(), "127.0.0.1:3000");
         assert_eq!(c.pool_size, 10);
+        assert_eq!(c.tenant_max_connections(), 5);
+        assert_eq!(c.tenant_queue, 64);
+        assert_eq!(c.statement_timeout, Duration::from_secs(15));
+        assert_eq!(c.http, HttpLimits::default());
         assert_eq!(c.jwt.audience, "authenticated");
+        assert!(c.jwt.issuers.is_empty());
         assert_eq!(c.jwt.algorithms, vec![Algorithm::HS256]);
         assert_eq!(c.log_filter, "info");
+    }
+
+    #[test]
+    fn limits_and_shares() {
+        let c = lookup(&[
+            URL,
+            SECRET,
+            ("AURA_DB_POOL_SIZE", "3"),
+            ("AURA_TENANT_POOL_SHARE", "0.25"),
+            ("AURA_HTTP_HEADER_TIMEOUT", "500ms"),
+            ("AURA_HTTP_BODY_TIMEOUT", "2.5"),
+            ("AURA_HTTP_KEEPALIVE_TIMEOUT", "1m"),
+            ("AURA_HTTP_MAX_CONNECTIONS", "20"),
+            ("AURA_JWT_ISSUER", "https://a.test/auth/v1, https://b.test"),
+        ])
+        .expect("valid");
+        assert_eq!(
+            c.tenant_max_connections(),
+            1,
+            "a share never rounds to zero"
+        );
+        assert_eq!(c.http.header_timeout, Duration::from_millis(500));
+        assert_eq!(c.http.body_timeout, Duration::from_millis(2500));
+        assert_eq!(c.http.keep_alive_timeout, Duration::from_secs(60));
+        assert_eq!(c.http.max_connections, 20);
+        assert_eq!(c.jwt.issuers, ["https://a.test/auth/v1", "https://b.test"]);
+        for bad in [
+            ("AURA_TENANT_POOL_SHARE", "0"),
+            ("AURA_TENANT_POOL_SHARE", "1.5"),
+            ("AURA_HTTP_HEADER_TIMEOUT", "soon"),
+            ("AURA_HTTP_HEADER_TIMEOUT", "0"),
+            ("AURA_HTTP_MAX_CONNECTIONS", "0"),
+            ("AURA_HTTP_MAX_HEADER_BYTES", "10"),
+        ] {
+            assert!(
+                matches!(lookup(&[URL, SECRET, bad]), Err(ConfigError::Invalid { var, .. }) if var == bad.0),
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]
@@ -235,6 +430,33 @@ mod tests {
             lookup(&[URL, SECRET, pool]),
             Err(ConfigError::Invalid { .. })
         ));
+        let tls = (
+            "AURA_AUTHENTICATOR_URL",
+            "postgresql://a@db.test/aura?sslmode=verify-full",
+        );
+        assert!(matches!(
+            lookup(&[tls, SECRET]),
+            Err(ConfigError::Invalid { var: "AURA_AUTHENTICATOR_URL", reason }) if reason.contains("sslrootcert")
+        ));
+    }
+
+    #[test]
+    fn jwks_sources() {
+        let url = (
+            "AURA_JWT_JWKS",
+            "https://p.supabase.co/auth/v1/.well-known/jwks.json",
+        );
+        let c = lookup(&[URL, url]).expect("a URL is fetched later");
+        assert_eq!(c.jwt.jwks, Some(JwksSource::Url(url.1.to_owned())));
+        assert_eq!(c.jwt.algorithms, vec![Algorithm::ES256, Algorithm::RS256]);
+        let missing = ("AURA_JWT_JWKS", "@/nonexistent/jwks.json");
+        assert!(matches!(
+            lookup(&[URL, missing]),
+            Err(ConfigError::Invalid {
+                var: "AURA_JWT_JWKS",
+                ..
+            })
+        ));
     }
 
     #[test]
@@ -244,5 +466,16 @@ mod tests {
             "host=/tmp/pgsock user=authenticator dbname=aura",
         );
         assert!(lookup(&[socket, SECRET]).is_ok());
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("2.5"), Some(Duration::from_millis(2500)));
+        assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_duration("10s"), Some(Duration::from_secs(10)));
+        assert_eq!(parse_duration("5m"), Some(Duration::from_secs(300)));
+        for bad in ["", "-1", "x", "1h", "NaN", "inf"] {
+            assert_eq!(parse_duration(bad), None, "{bad}");
+        }
     }
 }

@@ -2,71 +2,219 @@
 //!
 //! Tenant context must never outlive its request on a pooled connection, so the edge sets
 //! nothing at session level: the role switch and every setting `crm_private.begin_request`
-//! makes are transaction-local, and a request that is abandoned half-way (client gone, error)
-//! drops its `Transaction`, which rolls back before the connection is used again.
+//! makes are transaction-local, and no connection goes back to the pool inside a transaction.
 //!
 //! Statements are sent with `query_typed` (unnamed statement, one round trip), never as named
 //! prepared statements, so the edge also works behind PgBouncer/Supavisor in transaction mode
 //! and an extension upgrade cannot leave stale prepared statements behind.
+//!
+//! A request whose client goes away is dropped mid-statement by the HTTP server. Its
+//! connection then does not simply return to the pool with the statement still running (and
+//! holding it for up to the statement timeout): the [`InFlight`] guard takes it aside, sends
+//! PostgreSQL a cancel request, rolls back, and only then releases it. Holding the connection
+//! until the rollback is done also means the cancel can never hit the next request on it.
 //!
 //! A database outage must end in 503s, not hangs, and must heal by itself: connects and pool
 //! waits have timeouts, clients whose connection failed are detached from the pool instead of
 //! returned to it, and the pool's `Fast` recycling drops any client whose connection closed
 //! while idle, so the pool opens fresh connections once the database is back.
 
-use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::StatusCode;
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
 use serde_json::{Map, Value};
 use tokio_postgres::types::{ToSql, Type};
-use tokio_postgres::NoTls;
+use tokio_postgres::CancelToken;
 
 use crate::catalog::Catalog;
-use crate::config::{Config, ConfigError};
+use crate::config::Config;
 use crate::error::{is_connection_error, Error};
+use crate::fairness::Fairness;
 use crate::jwt::Verified;
+use crate::pgtls::{DbTarget, MakeRustls, SslMode};
 use crate::rpc::Call;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 const POOL_WAIT_TIMEOUT: Duration = Duration::from_secs(5);
 const RECYCLE_TIMEOUT: Duration = Duration::from_secs(2);
 const READY_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long an abandoned request's cancel and rollback may take before its connection is
+/// closed instead.
+const ABANDON_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The role switch, plus a time limit so no request can hold a pooled connection for long.
-pub const SET_ROLE_SQL: &str = "SET LOCAL ROLE authenticated; SET LOCAL statement_timeout = '15s'";
 pub const BEGIN_REQUEST_SQL: &str = "SELECT crm_private.begin_request($1::jsonb, $2::uuid)";
 
-/// Builds the pool; connects lazily, so the edge starts even while the database is down.
-pub fn pool(config: &Config) -> Result<Pool, Error> {
-    let mut pg = tokio_postgres::Config::from_str(&config.database_url).map_err(|e| {
-        ConfigError::Invalid {
-            var: "AURA_AUTHENTICATOR_URL",
-            reason: format!("not a valid connection string ({e})"),
+/// The pool, the TLS connector (cancel requests need it too) and the per-tenant fairness.
+pub struct Database {
+    pool: Pool,
+    tls: MakeRustls,
+    fairness: Arc<Fairness>,
+    /// The role switch, plus a time limit so no request can hold a pooled connection for long.
+    set_role_sql: String,
+    ssl_mode: SslMode,
+}
+
+impl Database {
+    /// Builds the pool; connects lazily, so the edge starts even while the database is down.
+    pub fn new(config: &Config) -> Result<Database, Error> {
+        let DbTarget {
+            mut pg,
+            ssl_mode,
+            tls,
+        } = DbTarget::parse(&config.database_url)?;
+        if pg.get_connect_timeout().is_none() {
+            pg.connect_timeout(CONNECT_TIMEOUT);
         }
-    })?;
-    if pg.get_connect_timeout().is_none() {
-        pg.connect_timeout(CONNECT_TIMEOUT);
+        if pg.get_application_name().is_none() {
+            pg.application_name("aura-edge");
+        }
+        let manager = Manager::from_config(
+            pg,
+            tls.clone(),
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(config.pool_size)
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(POOL_WAIT_TIMEOUT))
+            .create_timeout(Some(CONNECT_TIMEOUT))
+            .recycle_timeout(Some(RECYCLE_TIMEOUT))
+            .build()
+            .map_err(|e| Error::Internal(format!("building the pool: {e}")))?;
+        Ok(Database {
+            pool,
+            tls,
+            fairness: Fairness::new(
+                config.tenant_max_connections(),
+                config.tenant_queue,
+                POOL_WAIT_TIMEOUT,
+            ),
+            set_role_sql: format!(
+                "SET LOCAL ROLE authenticated; SET LOCAL statement_timeout = {}",
+                config.statement_timeout.as_millis().max(1)
+            ),
+            ssl_mode,
+        })
     }
-    if pg.get_application_name().is_none() {
-        pg.application_name("aura-edge");
+
+    pub fn ssl_mode(&self) -> SslMode {
+        self.ssl_mode
     }
-    let manager = Manager::from_config(
-        pg,
-        NoTls,
-        ManagerConfig {
-            recycling_method: RecyclingMethod::Fast,
-        },
-    );
-    Pool::builder(manager)
-        .max_size(config.pool_size)
-        .runtime(Runtime::Tokio1)
-        .wait_timeout(Some(POOL_WAIT_TIMEOUT))
-        .create_timeout(Some(CONNECT_TIMEOUT))
-        .recycle_timeout(Some(RECYCLE_TIMEOUT))
-        .build()
-        .map_err(|e| Error::Internal(format!("building the pool: {e}")))
+
+    /// Tenants with requests in flight or waiting for their turn.
+    pub fn active_tenants(&self) -> usize {
+        self.fairness.active_tenants()
+    }
+
+    /// Runs `call` for `who` in its own transaction, read-only if asked; returns the JSON
+    /// result. The request first waits for its tenant's turn ([`Fairness`]).
+    ///
+    /// `BEGIN` is retried once on a fresh connection when the connection was already dead:
+    /// nothing has run yet, so that is safe even for volatile functions.
+    pub async fn run_call(
+        &self,
+        read_only: bool,
+        who: &Verified,
+        call: &Call,
+        args: &Map<String, Value>,
+    ) -> Result<Value, Error> {
+        let _turn = self.fairness.acquire(who.tenant_id).await?;
+        let args = Value::Object(args.clone());
+        let begin = if read_only {
+            "BEGIN READ ONLY"
+        } else {
+            "BEGIN"
+        };
+        let mut retried = false;
+        loop {
+            let request = InFlight::new(self.pool.get().await?, self.tls.clone());
+            match request.client().batch_execute(begin).await {
+                Ok(()) => {}
+                Err(e) if is_connection_error(&e) && !retried => {
+                    request.discard();
+                    retried = true;
+                    continue;
+                }
+                Err(e) => {
+                    request.discard();
+                    return Err(Error::from(e));
+                }
+            }
+            let outcome =
+                in_transaction(request.client(), &self.set_role_sql, who, call, &args).await;
+            return request.finish(outcome).await;
+        }
+    }
+
+    /// Reads the `api` catalog as the authenticator.
+    pub async fn load_catalog(&self) -> Result<Catalog, Error> {
+        let client = self.pool.get().await?;
+        match Catalog::load(&client).await {
+            Ok(catalog) => Ok(catalog),
+            Err(e) if is_connection_error(&e) || client.is_closed() => {
+                discard(client);
+                Err(Error::Unavailable(e.to_string()))
+            }
+            // A catalog query failing otherwise is a deployment problem, not the client's.
+            Err(e) => Err(Error::Internal(format!("loading the api catalog: {e}"))),
+        }
+    }
+
+    /// `SELECT 1` through the pool within [`READY_TIMEOUT`].
+    pub async fn ready(&self) -> Result<(), Error> {
+        let check = async {
+            let client = self.pool.get().await?;
+            match client.simple_query("SELECT 1").await {
+                Ok(_) => Ok(()),
+                Err(e) => {
+                    discard(client);
+                    Err(Error::Unavailable(e.to_string()))
+                }
+            }
+        };
+        match tokio::time::timeout(READY_TIMEOUT, check).await {
+            Ok(result) => result,
+            Err(_) => Err(Error::Unavailable("readiness check timed out".to_owned())),
+        }
+    }
+}
+
+/// One direct connection attempt with the edge's settings, outside the pool; the error, if
+/// any, with its whole cause chain (a TLS name mismatch, a refused password…). The edge logs
+/// it at startup; an operator reads it there rather than as a stream of 503s.
+pub async fn probe(config: &Config) -> Result<(), String> {
+    let DbTarget { mut pg, tls, .. } =
+        DbTarget::parse(&config.database_url).map_err(|e| e.to_string())?;
+    pg.connect_timeout(CONNECT_TIMEOUT);
+    let (client, connection) = pg.connect(tls).await.map_err(|e| chain(&e))?;
+    let driver = tokio::spawn(connection);
+    let result = client
+        .simple_query("SELECT 1")
+        .await
+        .map(|_| ())
+        .map_err(|e| chain(&e));
+    drop(client);
+    let _ = driver.await;
+    result
+}
+
+/// An error and its sources, joined with `: `.
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let part = s.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        source = s.source();
+    }
+    text
 }
 
 /// Drops a client whose connection failed rather than returning it to the pool.
@@ -74,51 +222,9 @@ fn discard(client: Object) {
     drop(Object::take(client));
 }
 
-/// Runs `call` for `who` in its own transaction, read-only if asked; returns the JSON result.
-///
-/// `BEGIN` is retried once on a fresh connection when the connection was already dead: nothing
-/// has run yet, so that is safe even for volatile functions.
-pub async fn run_call(
-    pool: &Pool,
-    read_only: bool,
-    who: &Verified,
-    call: &Call,
-    args: &Map<String, Value>,
-) -> Result<Value, Error> {
-    let args = Value::Object(args.clone());
-    let mut retried = false;
-    loop {
-        let mut client = pool.get().await?;
-        // Nested so that the transaction's borrow of `client` has ended when the outcome is judged.
-        let begun = match client
-            .build_transaction()
-            .read_only(read_only)
-            .start()
-            .await
-        {
-            Ok(tx) => Ok(in_transaction(tx, who, call, &args).await),
-            Err(e) => Err(e),
-        };
-        let outcome = match begun {
-            Ok(outcome) => outcome,
-            Err(e) if is_connection_error(&e) && !retried => {
-                discard(client);
-                retried = true;
-                continue;
-            }
-            Err(e) => Err(Error::from(e)),
-        };
-        if let Err(e) = &outcome {
-            if e.status_and_code().0 == StatusCode::SERVICE_UNAVAILABLE || client.is_closed() {
-                discard(client);
-            }
-        }
-        return outcome;
-    }
-}
-
 async fn in_transaction(
-    tx: deadpool_postgres::Transaction<'_>,
+    client: &Object,
+    set_role_sql: &str,
     who: &Verified,
     call: &Call,
     args: &Value,
@@ -131,63 +237,124 @@ async fn in_transaction(
         }
         other => other,
     };
-    tx.batch_execute(SET_ROLE_SQL)
+    client
+        .batch_execute(set_role_sql)
         .await
         .map_err(|e| match Error::from(e) {
             Error::Db(db) => Error::Internal(format!(
-                "{SET_ROLE_SQL} failed: {}: {}",
+                "{set_role_sql} failed: {}: {}",
                 db.code, db.message
             )),
             other => other,
         })?;
     let context: [(&(dyn ToSql + Sync), Type); 2] =
         [(&who.claims, Type::JSONB), (&who.tenant_id, Type::UUID)];
-    tx.execute_typed(BEGIN_REQUEST_SQL, &context)
+    client
+        .execute_typed(BEGIN_REQUEST_SQL, &context)
         .await
         .map_err(setup)?;
     let arg: [(&(dyn ToSql + Sync), Type); 1] = [(args, Type::JSONB)];
     let params: &[_] = if call.takes_args { &arg } else { &[] };
     let value = if call.returns_void {
-        tx.execute_typed(&call.sql, params).await?;
+        client.execute_typed(&call.sql, params).await?;
         Value::Null
     } else {
-        tx.query_typed_one(&call.sql, params)
+        client
+            .query_typed_one(&call.sql, params)
             .await?
             .try_get::<_, Option<Value>>(0)?
             .unwrap_or(Value::Null)
     };
-    tx.commit().await?;
+    client.batch_execute("COMMIT").await?;
     Ok(value)
 }
 
-/// Reads the `api` catalog as the authenticator.
-pub async fn load_catalog(pool: &Pool) -> Result<Catalog, Error> {
-    let client = pool.get().await?;
-    match Catalog::load(&client).await {
-        Ok(catalog) => Ok(catalog),
-        Err(e) if is_connection_error(&e) || client.is_closed() => {
-            discard(client);
-            Err(Error::Unavailable(e.to_string()))
+/// A pooled connection inside a request's transaction. Finished requests return it to the
+/// pool (rolled back if they failed); a request dropped before it finished (its client went
+/// away) hands it to a task that cancels the running statement and rolls back first.
+struct InFlight {
+    client: Option<Object>,
+    cancel: CancelToken,
+    tls: MakeRustls,
+}
+
+impl InFlight {
+    fn new(client: Object, tls: MakeRustls) -> InFlight {
+        InFlight {
+            cancel: client.cancel_token(),
+            client: Some(client),
+            tls,
         }
-        // A catalog query failing otherwise is a deployment problem, not the client's.
-        Err(e) => Err(Error::Internal(format!("loading the api catalog: {e}"))),
+    }
+
+    fn client(&self) -> &Object {
+        self.client.as_ref().expect("present until finished")
+    }
+
+    /// Closes the connection instead of returning it.
+    fn discard(mut self) {
+        if let Some(client) = self.client.take() {
+            discard(client);
+        }
+    }
+
+    /// Ends the request: after an error, rolls back (or discards a broken connection).
+    async fn finish(mut self, outcome: Result<Value, Error>) -> Result<Value, Error> {
+        let client = self.client.take().expect("present until finished");
+        match &outcome {
+            Ok(_) => drop(client),
+            Err(e)
+                if e.status_and_code().0 == StatusCode::SERVICE_UNAVAILABLE
+                    || client.is_closed() =>
+            {
+                discard(client)
+            }
+            Err(_) => match client.batch_execute("ROLLBACK").await {
+                Ok(()) => drop(client),
+                Err(_) => discard(client),
+            },
+        }
+        outcome
     }
 }
 
-/// `SELECT 1` through the pool within [`READY_TIMEOUT`].
-pub async fn ready(pool: &Pool) -> Result<(), Error> {
-    let check = async {
-        let client = pool.get().await?;
-        match client.simple_query("SELECT 1").await {
-            Ok(_) => Ok(()),
-            Err(e) => {
-                discard(client);
-                Err(Error::Unavailable(e.to_string()))
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let Some(client) = self.client.take() else {
+            return;
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                let (cancel, tls) = (self.cancel.clone(), self.tls.clone());
+                runtime.spawn(abandon(client, cancel, tls));
             }
+            Err(_) => discard(client),
         }
-    };
-    match tokio::time::timeout(READY_TIMEOUT, check).await {
-        Ok(result) => result,
-        Err(_) => Err(Error::Unavailable("readiness check timed out".to_owned())),
+    }
+}
+
+/// The client went away mid-request: stop what it started, then release the connection.
+async fn abandon(client: Object, cancel: CancelToken, tls: MakeRustls) {
+    let cleaned = tokio::time::timeout(ABANDON_TIMEOUT, async {
+        cancel.cancel_query(tls).await.map_err(|e| e.to_string())?;
+        client
+            .batch_execute("ROLLBACK")
+            .await
+            .map_err(|e| e.to_string())
+    })
+    .await;
+    match cleaned {
+        Ok(Ok(())) => {
+            tracing::debug!("abandoned request: statement canceled and rolled back");
+            drop(client);
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "abandoned request: cleanup failed; closing its connection");
+            discard(client);
+        }
+        Err(_) => {
+            tracing::warn!("abandoned request: cleanup timed out; closing its connection");
+            discard(client);
+        }
     }
 }

@@ -5,6 +5,12 @@
 //! clients understand it). Database errors keep their SQLSTATE as `code` and map to a status by
 //! [`status_for_sqlstate`]. A 5xx never shows internals: its message is generic and the real
 //! error travels to the request log in an [`InternalDetail`] response extension.
+//!
+//! Messages can quote what a client sent (an argument name, a value PostgreSQL could not
+//! convert), so every field is cut to [`MAX_FIELD_CHARS`]: an error never echoes unbounded
+//! input. Errors the edge raises itself where no SQLSTATE fits use the nearest one: 54000
+//! (program limit exceeded) for a body or head over its limit, 57014 (canceled) for a body
+//! that took too long, 53300 (too many connections) when a tenant holds its share of them.
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -14,6 +20,12 @@ use crate::config::ConfigError;
 
 /// Seconds a client is told to wait (`Retry-After`) when the database is unavailable.
 pub const RETRY_AFTER_SECS: u64 = 5;
+/// Seconds a tenant over its share of the connections is told to wait (`Retry-After`).
+pub const TENANT_RETRY_AFTER_SECS: u64 = 1;
+/// The longest message, details or hint a client is sent, in characters.
+pub const MAX_FIELD_CHARS: usize = 500;
+/// Argument names quoted in a 404: at most this many, each cut to a PostgreSQL identifier's length.
+const MAX_ARGS_SHOWN: usize = 10;
 
 const UNAVAILABLE_MESSAGE: &str = "The database is unavailable; retry shortly.";
 
@@ -28,10 +40,23 @@ pub enum Error {
     BadRequest(String),
     /// No callable `api` function with that name and those argument names (404, `PGRST202`).
     NoFunction { name: String, args: Vec<String> },
-    /// A VOLATILE function called with GET, or a verb the route does not take (405, `PGRST101`).
-    MethodNotAllowed(String),
+    /// A VOLATILE function called with GET, or a verb the route does not take (405,
+    /// `PGRST101`); `allow` is the route's `Allow` header.
+    MethodNotAllowed {
+        message: String,
+        allow: &'static str,
+    },
     /// No such route (404, `PGRST125`).
     NoRoute,
+    /// The request body is over the limit (413, `54000`).
+    PayloadTooLarge { limit: usize },
+    /// The request head is over the limit (431, `54000`).
+    HeadersTooLarge { limit: usize },
+    /// The request body did not arrive in time (408, `57014`).
+    BodyTimeout,
+    /// The tenant already holds its share of the database connections and its queue is full
+    /// or did not move in time (429, `53300`, `Retry-After`).
+    TenantBusy,
     /// An error raised by PostgreSQL during the request, mapped by its SQLSTATE.
     Db(DbError),
     /// The database cannot be reached or the connection broke (503, `PGRST001`).
@@ -61,17 +86,41 @@ impl std::fmt::Display for Error {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Error::NoToken => f.write_str("no bearer token"),
-            Error::BadToken(m) | Error::BadRequest(m) | Error::MethodNotAllowed(m) => {
-                f.write_str(m)
-            }
+            Error::BadToken(m) | Error::BadRequest(m) => f.write_str(m),
+            Error::MethodNotAllowed { message, .. } => f.write_str(message),
             Error::NoFunction { name, args } => {
+                let mut shown: Vec<String> = args
+                    .iter()
+                    .take(MAX_ARGS_SHOWN)
+                    .map(|a| cut(a, 63))
+                    .collect();
+                if args.len() > MAX_ARGS_SHOWN {
+                    shown.push(format!("… {} more", args.len() - MAX_ARGS_SHOWN));
+                }
                 write!(
                     f,
-                    "Could not find the function api.{name}({}) in the schema cache",
-                    args.join(", ")
+                    "Could not find the function api.{}({}) in the schema cache",
+                    cut(name, 63),
+                    shown.join(", ")
                 )
             }
             Error::NoRoute => f.write_str("Not found: no such path"),
+            Error::PayloadTooLarge { limit } => {
+                write!(
+                    f,
+                    "The request body is larger than the limit of {limit} bytes"
+                )
+            }
+            Error::HeadersTooLarge { limit } => {
+                write!(
+                    f,
+                    "The request headers are larger than the limit of {limit} bytes"
+                )
+            }
+            Error::BodyTimeout => f.write_str("The request body did not arrive in time"),
+            Error::TenantBusy => f.write_str(
+                "Too many requests of this workspace are running at once; retry shortly",
+            ),
             Error::Db(e) => {
                 write!(f, "{}: {}", e.code, e.message)?;
                 if let Some(detail) = &e.detail {
@@ -201,8 +250,12 @@ impl Error {
             Error::BadToken(_) => (StatusCode::UNAUTHORIZED, "PGRST301"),
             Error::BadRequest(_) => (StatusCode::BAD_REQUEST, "PGRST102"),
             Error::NoFunction { .. } => (StatusCode::NOT_FOUND, "PGRST202"),
-            Error::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "PGRST101"),
+            Error::MethodNotAllowed { .. } => (StatusCode::METHOD_NOT_ALLOWED, "PGRST101"),
             Error::NoRoute => (StatusCode::NOT_FOUND, "PGRST125"),
+            Error::PayloadTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "54000"),
+            Error::HeadersTooLarge { .. } => (StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "54000"),
+            Error::BodyTimeout => (StatusCode::REQUEST_TIMEOUT, "57014"),
+            Error::TenantBusy => (StatusCode::TOO_MANY_REQUESTS, "53300"),
             Error::Db(e) => return (status_for_sqlstate(&e.code), e.code.clone()),
             Error::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "PGRST001"),
             Error::Internal(_) | Error::Config(_) | Error::Io(_) => {
@@ -236,12 +289,42 @@ impl IntoResponse for Error {
                             .to_owned(),
                     ),
                 ),
+                Error::TenantBusy => (
+                    self.to_string(),
+                    None,
+                    Some(
+                        "Each workspace may use a share of the database connections at a time; retry after the Retry-After delay"
+                            .to_owned(),
+                    ),
+                ),
                 other => (other.to_string(), None, None),
             }
         };
-        let body = json!({ "code": code, "message": message, "details": details, "hint": hint });
+        let capped = |s: Option<String>| s.map(|s| cut(&s, MAX_FIELD_CHARS));
+        let body = json!({
+            "code": code,
+            "message": cut(&message, MAX_FIELD_CHARS),
+            "details": capped(details),
+            "hint": capped(hint),
+        });
         let mut response = (status, axum::Json(body)).into_response();
         let headers = response.headers_mut();
+        match &self {
+            Error::MethodNotAllowed { allow, .. } => {
+                headers.insert(header::ALLOW, HeaderValue::from_static(allow));
+            }
+            Error::TenantBusy => {
+                headers.insert(
+                    header::RETRY_AFTER,
+                    HeaderValue::from(TENANT_RETRY_AFTER_SECS),
+                );
+            }
+            // The rest of the request was not read: the connection cannot carry another.
+            Error::PayloadTooLarge { .. } | Error::HeadersTooLarge { .. } | Error::BodyTimeout => {
+                headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            _ => {}
+        }
         if status == StatusCode::UNAUTHORIZED {
             headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
@@ -254,6 +337,20 @@ impl IntoResponse for Error {
                 .insert(InternalDetail(self.to_string()));
         }
         response
+    }
+}
+
+/// `s` cut to at most `max` characters, the cut marked with `…`.
+pub fn cut(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        None => s.to_owned(),
+        Some((end, _)) => {
+            let keep = s[..end]
+                .char_indices()
+                .nth(max.saturating_sub(1))
+                .map_or(end, |(i, _)| i);
+            format!("{}…", &s[..keep])
+        }
     }
 }
 
@@ -293,6 +390,63 @@ mod tests {
         assert_eq!(r.status(), 500);
         let detail = r.extensions().get::<InternalDetail>().map(|d| d.0.clone());
         assert!(detail.is_some_and(|d| d.contains("corrupt")));
+    }
+
+    #[test]
+    fn every_field_is_capped() {
+        assert_eq!(cut("short", 10), "short");
+        assert_eq!(cut("abcdef", 4), "abc…");
+        assert_eq!(cut("ééééé", 3).chars().count(), 3);
+        let huge = "x".repeat(2_000_000);
+        let e = Error::Db(DbError {
+            code: "22P02".into(),
+            message: format!("invalid input syntax for type integer: \"{huge}\""),
+            detail: Some(huge.clone()),
+            hint: Some(huge.clone()),
+        });
+        let e2 = Error::NoFunction {
+            name: "f".into(),
+            args: (0..100).map(|i| format!("{i}{huge}")).collect(),
+        };
+        for e in [e, e2] {
+            let body = body_of(e.into_response());
+            for field in ["message", "details", "hint"] {
+                let n = body[field].as_str().map_or(0, |s| s.chars().count());
+                assert!(n <= MAX_FIELD_CHARS, "{field}: {n} characters");
+            }
+        }
+    }
+
+    fn body_of(r: Response) -> serde_json::Value {
+        let bytes = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime")
+            .block_on(axum::body::to_bytes(r.into_body(), usize::MAX))
+            .expect("body");
+        serde_json::from_slice(&bytes).expect("json")
+    }
+
+    #[test]
+    fn edge_errors_have_their_status_and_headers() {
+        let r = Error::MethodNotAllowed {
+            message: "no".into(),
+            allow: "GET, HEAD, OPTIONS",
+        }
+        .into_response();
+        assert_eq!(r.status(), 405);
+        assert_eq!(r.headers()[header::ALLOW], "GET, HEAD, OPTIONS");
+        let r = Error::TenantBusy.into_response();
+        assert_eq!(r.status(), 429);
+        assert_eq!(r.headers()[header::RETRY_AFTER], "1");
+        for (e, status) in [
+            (Error::PayloadTooLarge { limit: 10 }, 413),
+            (Error::HeadersTooLarge { limit: 10 }, 431),
+            (Error::BodyTimeout, 408),
+        ] {
+            let r = e.into_response();
+            assert_eq!(r.status(), status);
+            assert_eq!(r.headers()[header::CONNECTION], "close");
+        }
     }
 
     #[test]

@@ -1,40 +1,57 @@
 //! Routes, handlers and the request log.
 //!
 //! Handlers stay thin: authenticate, pick the catalog function, hand one statement to
-//! [`crate::db::run_call`]. The request log is one JSON line per request written by a
-//! middleware, which learns the function and tenant from a [`RequestInfo`] response extension
-//! so that nothing else (tokens, bodies, query strings, emails) can end up in it.
+//! [`crate::db::Database::run_call`]. The request log is one JSON line per request written
+//! by a middleware, which learns the function and tenant from a [`RequestInfo`] response
+//! extension so that nothing else (tokens, bodies, query strings, emails) can end up in it.
+//!
+//! Every route answers every method itself, so a 405 carries the route's true `Allow`
+//! header (for an RPC, whether GET is allowed depends on the function's volatility) and
+//! `OPTIONS` answers with it.
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
+use axum::body::{Body, Bytes};
 use axum::extract::{MatchedPath, Path, Query, Request, State};
-use axum::http::{header, HeaderMap, HeaderValue, Method, Uri};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::any;
 use axum::{Json, Router};
-use deadpool_postgres::Pool;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde_json::json;
 use uuid::Uuid;
 
 use crate::catalog::{Catalog, Function, Volatility};
-use crate::error::{Error, InternalDetail};
+use crate::config::HttpLimits;
+use crate::db::Database;
+use crate::error::{cut, Error, InternalDetail};
 use crate::jwt::{Verified, Verifier};
-use crate::{db, rpc};
+use crate::rpc;
 
 /// How often at most an unknown function name triggers a catalog reload.
 const CATALOG_REFRESH_INTERVAL: Duration = Duration::from_secs(5);
+/// `/ready` is unauthenticated: it asks the database at most this often, whatever the rate
+/// of probes, so a flood of them cannot take pooled connections from tenants.
+const READY_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+
+/// `Allow` of the read-only routes (`/health`, `/ready`, `/rest/v1/`).
+const ALLOW_READ: &str = "GET, HEAD, OPTIONS";
+/// `Allow` of an RPC that changes data, and of one that only reads.
+const ALLOW_RPC_VOLATILE: &str = "OPTIONS, POST";
+const ALLOW_RPC_READ: &str = "GET, HEAD, OPTIONS, POST";
 
 pub struct AppState {
     pub verifier: Verifier,
-    pub pool: Pool,
+    pub db: Database,
+    pub limits: HttpLimits,
     catalog: RwLock<Option<Arc<Catalog>>>,
     /// Serializes reloads and remembers when the last one happened.
     reload: tokio::sync::Mutex<Option<Instant>>,
+    /// When the database last answered a readiness check.
+    last_ready: tokio::sync::Mutex<Option<Instant>>,
 }
 
 /// What the request log may know about a request beyond its method, route and status.
@@ -45,13 +62,27 @@ struct RequestInfo {
 }
 
 impl AppState {
-    pub fn new(verifier: Verifier, pool: Pool) -> AppState {
+    pub fn new(verifier: Verifier, db: Database, limits: HttpLimits) -> AppState {
         AppState {
             verifier,
-            pool,
+            db,
+            limits,
             catalog: RwLock::new(None),
             reload: tokio::sync::Mutex::new(None),
+            last_ready: tokio::sync::Mutex::new(None),
         }
+    }
+
+    /// Whether the database answers. A success counts for [`READY_CHECK_INTERVAL`]; probes
+    /// arriving while a check runs wait for it rather than starting their own.
+    async fn ready(&self) -> Result<(), Error> {
+        let mut last_ok = self.last_ready.lock().await;
+        if last_ok.is_some_and(|at| at.elapsed() < READY_CHECK_INTERVAL) {
+            return Ok(());
+        }
+        self.db.ready().await?;
+        *last_ok = Some(Instant::now());
+        Ok(())
     }
 
     fn cached_catalog(&self) -> Option<Arc<Catalog>> {
@@ -87,7 +118,7 @@ impl AppState {
             _ => {}
         }
         *last_attempt = Some(Instant::now());
-        let catalog = Arc::new(db::load_catalog(&self.pool).await?);
+        let catalog = Arc::new(self.db.load_catalog().await?);
         if let Ok(mut slot) = self.catalog.write() {
             *slot = Some(catalog.clone());
         }
@@ -105,30 +136,142 @@ impl AppState {
             .resolve(name, keys)
             .cloned()
     }
+
+    /// The `Allow` header of `/rest/v1/rpc/{name}`, or 404 when there is no such function.
+    async fn rpc_allow(&self, name: &str) -> Result<&'static str, Error> {
+        let mut catalog = self.catalog().await?;
+        if catalog.overloads(name).is_empty() {
+            catalog = self.reload_catalog(true).await?;
+        }
+        let overloads = catalog.overloads(name);
+        if overloads.is_empty() {
+            return Err(Error::NoFunction {
+                name: name.to_owned(),
+                args: Vec::new(),
+            });
+        }
+        Ok(
+            if overloads
+                .iter()
+                .any(|f| f.volatility != Volatility::Volatile)
+            {
+                ALLOW_RPC_READ
+            } else {
+                ALLOW_RPC_VOLATILE
+            },
+        )
+    }
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
-        .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
-        .route("/ready", get(ready))
-        .route("/rest/v1", get(openapi))
-        .route("/rest/v1/", get(openapi))
-        .route("/rest/v1/rpc/{function}", get(rpc_call).post(rpc_call))
+        .route("/health", any(health))
+        .route("/ready", any(ready))
+        .route("/rest/v1", any(openapi))
+        .route("/rest/v1/", any(openapi))
+        .route("/rest/v1/rpc/{function}", any(rpc_call))
         .fallback(|| async { Error::NoRoute })
-        .method_not_allowed_fallback(|| async {
-            Error::MethodNotAllowed("Only GET and POST are allowed here".to_owned())
-        })
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            limit_head,
+        ))
         .layer(axum::middleware::from_fn(log_request))
         .with_state(state)
 }
 
-async fn ready(State(state): State<Arc<AppState>>) -> Result<Json<serde_json::Value>, Error> {
-    db::ready(&state.pool).await?;
-    Ok(Json(json!({"status": "ready"})))
+/// 200 with the `Allow` header and no body.
+fn options(allow: &'static str) -> Response {
+    (StatusCode::OK, [(header::ALLOW, allow)]).into_response()
 }
 
-async fn openapi(State(state): State<Arc<AppState>>) -> Result<Json<serde_json::Value>, Error> {
-    Ok(Json(state.catalog().await?.openapi()))
+fn method_not_allowed(method: &Method, what: &str, allow: &'static str) -> Error {
+    let usable: Vec<&str> = allow.split(", ").filter(|m| *m != "OPTIONS").collect();
+    Error::MethodNotAllowed {
+        message: format!(
+            "Method {} is not allowed for {what}: use {}",
+            cut(method.as_str(), 16),
+            usable.join(" or ")
+        ),
+        allow,
+    }
+}
+
+/// For the read-only routes: `Some(response)` when the method is not GET or HEAD.
+fn read_only_route(method: &Method) -> Option<Response> {
+    match *method {
+        Method::GET | Method::HEAD => None,
+        Method::OPTIONS => Some(options(ALLOW_READ)),
+        _ => Some(method_not_allowed(method, "this path", ALLOW_READ).into_response()),
+    }
+}
+
+async fn health(method: Method) -> Response {
+    read_only_route(&method).unwrap_or_else(|| Json(json!({"status": "ok"})).into_response())
+}
+
+async fn ready(State(state): State<Arc<AppState>>, method: Method) -> Response {
+    if let Some(response) = read_only_route(&method) {
+        return response;
+    }
+    match state.ready().await {
+        Ok(()) => Json(json!({"status": "ready"})).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn openapi(State(state): State<Arc<AppState>>, method: Method) -> Response {
+    if let Some(response) = read_only_route(&method) {
+        return response;
+    }
+    match state.catalog().await {
+        Ok(catalog) => Json(catalog.openapi()).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// Rejects a request head larger than the configured limit with the JSON body (hyper
+/// itself refuses heads beyond a higher hard limit, with a bare 431).
+async fn limit_head(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+    let limit = state.limits.max_header_bytes;
+    let line = request.method().as_str().len()
+        + request
+            .uri()
+            .path_and_query()
+            .map_or(1, |p| p.as_str().len())
+        + 12;
+    let fields: usize = request
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum();
+    if line + fields > limit {
+        return Error::HeadersTooLarge { limit }.into_response();
+    }
+    next.run(request).await
+}
+
+/// The whole body, within the size and time limits.
+async fn read_body(body: Body, headers: &HeaderMap, limits: &HttpLimits) -> Result<Bytes, Error> {
+    let limit = limits.max_body_bytes;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(Error::PayloadTooLarge { limit });
+    }
+    let collected = tokio::time::timeout(limits.body_timeout, Limited::new(body, limit).collect())
+        .await
+        .map_err(|_| Error::BodyTimeout)?;
+    match collected {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
+            Err(Error::PayloadTooLarge { limit })
+        }
+        Err(_) => Err(Error::BadRequest(
+            "The request body could not be read".to_owned(),
+        )),
+    }
 }
 
 async fn rpc_call(
@@ -137,24 +280,35 @@ async fn rpc_call(
     function: Result<Path<String>, axum::extract::rejection::PathRejection>,
     headers: HeaderMap,
     uri: Uri,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Response {
     let mut info = RequestInfo::default();
     let result = async {
-        let who = authenticate(&state.verifier, &headers)?;
-        info.tenant_id = who.tenant_id;
         let Path(name) = function.map_err(|_| Error::NoRoute)?;
         if !rpc::valid_function_name(&name) {
             return Err(Error::NoFunction {
-                name: name.chars().take(63).collect(),
+                name: cut(&name, 63),
                 args: Vec::new(),
             });
         }
         info.function = Some(name.clone());
-        let read_only = method == Method::GET || method == Method::HEAD;
+        let read_only = match method {
+            Method::GET | Method::HEAD => true,
+            Method::POST => false,
+            _ => {
+                let allow = state.rpc_allow(&name).await?;
+                return if method == Method::OPTIONS {
+                    Ok(options(allow))
+                } else {
+                    Err(method_not_allowed(&method, &format!("api.{name}"), allow))
+                };
+            }
+        };
+        let who = authenticate(&state.verifier, &headers).await?;
+        info.tenant_id = who.tenant_id;
         let (f, args) = if read_only {
             let Query(pairs) = Query::<Vec<(String, String)>>::try_from_uri(&uri)
-                .map_err(|e| Error::BadRequest(format!("Malformed query string: {e}")))?;
+                .map_err(|_| Error::BadRequest("Malformed query string".to_owned()))?;
             let keys = pairs.iter().map(|(k, _)| k.clone()).collect();
             let f = state.resolve(&name, &keys).await?;
             let is_json = |key: &str| {
@@ -165,8 +319,7 @@ async fn rpc_call(
             let args = rpc::args_from_query(pairs, is_json)?;
             (f, args)
         } else {
-            let body =
-                body.map_err(|e| Error::BadRequest(format!("Unreadable request body: {e}")))?;
+            let body = read_body(body, &headers, &state.limits).await?;
             let args = rpc::args_from_body(&body)?;
             let f = state
                 .resolve(&name, &args.keys().cloned().collect())
@@ -174,23 +327,24 @@ async fn rpc_call(
             (f, args)
         };
         if read_only && f.volatility == Volatility::Volatile {
-            return Err(Error::MethodNotAllowed(format!(
-                "api.{name} changes data: call it with POST (GET is for read-only functions)"
-            )));
+            return Err(Error::MethodNotAllowed {
+                message: format!(
+                    "api.{name} changes data: call it with POST (only read-only functions take this method)"
+                ),
+                allow: ALLOW_RPC_VOLATILE,
+            });
         }
         let call = rpc::build_call(&f, &args.keys().cloned().collect());
-        db::run_call(&state.pool, read_only, &who, &call, &args).await
+        let value = state.db.run_call(read_only, &who, &call, &args).await?;
+        Ok(Json(value).into_response())
     }
     .await;
-    let mut response = match result {
-        Ok(value) => Json(value).into_response(),
-        Err(e) => e.into_response(),
-    };
+    let mut response = result.unwrap_or_else(IntoResponse::into_response);
     response.extensions_mut().insert(info);
     response
 }
 
-fn authenticate(verifier: &Verifier, headers: &HeaderMap) -> Result<Verified, Error> {
+async fn authenticate(verifier: &Verifier, headers: &HeaderMap) -> Result<Verified, Error> {
     let value = headers.get(header::AUTHORIZATION).ok_or(Error::NoToken)?;
     let value = value
         .to_str()
@@ -207,7 +361,7 @@ fn authenticate(verifier: &Verifier, headers: &HeaderMap) -> Result<Verified, Er
             ))
         }
     };
-    verifier.verify(token)
+    verifier.verify(token).await
 }
 
 /// An incoming `x-request-id` is kept only if it is a short token of safe characters.
@@ -277,18 +431,18 @@ mod tests {
         assert_ne!(request_id(&headers), "has space");
     }
 
-    #[test]
-    fn bearer_parsing() {
+    #[tokio::test]
+    async fn bearer_parsing() {
         let config = crate::JwtConfig::hs256("0123456789abcdef0123456789abcdef");
         let verifier = Verifier::new(&config).expect("verifier");
         let mut headers = HeaderMap::new();
         assert!(matches!(
-            authenticate(&verifier, &headers),
+            authenticate(&verifier, &headers).await,
             Err(Error::NoToken)
         ));
         headers.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic abc"));
         assert!(matches!(
-            authenticate(&verifier, &headers),
+            authenticate(&verifier, &headers).await,
             Err(Error::BadToken(_))
         ));
         headers.insert(
@@ -296,7 +450,7 @@ mod tests {
             HeaderValue::from_static("Bearer not.a.jwt"),
         );
         assert!(matches!(
-            authenticate(&verifier, &headers),
+            authenticate(&verifier, &headers).await,
             Err(Error::BadToken(_))
         ));
     }

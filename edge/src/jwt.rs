@@ -4,26 +4,41 @@
 //! allowlist, and it decides the key *family* before any key is picked. HMAC algorithms only
 //! ever use the configured secret; RSA/EC algorithms only ever use JWKS public keys of the same
 //! family. That rules out the classic confusion of verifying an HS256 token with a public key
-//! as the secret, and `alg: none` never parses. The verified claims are handed to the database
-//! whole; `crm_private.begin_request` re-checks session, membership and tenant live.
+//! as the secret, and `alg: none` never parses. A header that marks an extension critical
+//! (`crit`, RFC 7515 §4.1.11) is refused, as this verifier understands none.
+//!
+//! A JWKS read from a file or URL is read again periodically and when a token names a key id
+//! the verifier does not hold (at most once per cooldown), so the issuer can rotate keys
+//! without an edge restart; a failed reload keeps the keys it had.
+//!
+//! The verified claims are handed to the database whole; `crm_private.begin_request`
+//! re-checks session, membership and tenant live.
+
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
 use jsonwebtoken::jwk::{AlgorithmParameters, Jwk};
 use jsonwebtoken::{decode, decode_header, Algorithm, AlgorithmFamily, DecodingKey, Validation};
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::config::{ConfigError, JwtConfig};
+use crate::config::{ConfigError, JwksSource, JwtConfig};
 use crate::error::Error;
 
 /// Seconds of clock skew tolerated on `exp`/`nbf`.
 const LEEWAY_SECS: u64 = 30;
 const MIN_SECRET_BYTES: usize = 32;
+/// A JWKS fetch gives up after this long; the keys held so far stay in use.
+const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
+/// The largest JWKS document read.
+const MAX_JWKS_BYTES: usize = 1 << 20;
 
 /// Verifies bearer tokens against the configured keys.
 pub struct Verifier {
     secret: Option<DecodingKey>,
-    jwks: Vec<PublicKey>,
+    jwks: Option<Arc<Jwks>>,
     audience: String,
+    issuers: Vec<String>,
     algorithms: Vec<Algorithm>,
 }
 
@@ -34,6 +49,19 @@ struct PublicKey {
     key: DecodingKey,
 }
 
+/// The JWKS and where it comes from.
+pub struct Jwks {
+    source: JwksSource,
+    keys: RwLock<Arc<Vec<PublicKey>>>,
+    /// When the last reload was attempted; held while reloading, so reloads never overlap.
+    last_reload: tokio::sync::Mutex<Option<Instant>>,
+    refresh: Duration,
+    cooldown: Duration,
+    /// Built on the first fetch from a URL, then reused (building one reads the system's
+    /// root certificates).
+    http: std::sync::OnceLock<reqwest::Client>,
+}
+
 /// What a verified token says.
 #[derive(Debug, Clone)]
 pub struct Verified {
@@ -42,6 +70,25 @@ pub struct Verified {
     pub user_id: Uuid,
     /// `app_metadata.tenant_id` if present and a uuid.
     pub tenant_id: Option<Uuid>,
+}
+
+/// Why a token was refused, before it becomes a 401.
+enum Refusal {
+    /// The header names a key id no JWKS key has (yet).
+    UnknownKey,
+    Bad(&'static str),
+}
+
+impl From<Refusal> for Error {
+    fn from(r: Refusal) -> Error {
+        Error::BadToken(
+            match r {
+                Refusal::UnknownKey => "JWT was not signed by a known key",
+                Refusal::Bad(m) => m,
+            }
+            .to_owned(),
+        )
+    }
 }
 
 impl Verifier {
@@ -56,13 +103,40 @@ impl Verifier {
             Some(s) => Some(DecodingKey::from_secret(s.as_bytes())),
             None => None,
         };
-        let jwks = match &config.jwks_json {
-            Some(doc) => parse_jwks(doc)?,
-            None => Vec::new(),
+        let jwks = match &config.jwks {
+            Some(source) => {
+                let keys = match source {
+                    JwksSource::Inline(doc) => parse_jwks(doc).map_err(jwks_error)?,
+                    JwksSource::File(path) => std::fs::read_to_string(path)
+                        .map_err(|e| format!("cannot read {}: {e}", path.display()))
+                        .and_then(|doc| parse_jwks(&doc))
+                        .map_err(jwks_error)?,
+                    // Fetched when the edge starts serving; a URL cannot be checked here.
+                    JwksSource::Url(url) => {
+                        url::Url::parse(url).map_err(|e| jwks_error(format!("not a URL ({e})")))?;
+                        Vec::new()
+                    }
+                };
+                Some(Arc::new(Jwks {
+                    source: source.clone(),
+                    keys: RwLock::new(Arc::new(keys)),
+                    last_reload: tokio::sync::Mutex::new(None),
+                    refresh: config.jwks_refresh,
+                    cooldown: config.jwks_cooldown,
+                    http: std::sync::OnceLock::new(),
+                }))
+            }
+            None => None,
         };
+        let fetched_later = matches!(config.jwks, Some(JwksSource::Url(_)));
         let usable = config.algorithms.iter().any(|alg| match alg.family() {
             AlgorithmFamily::Hmac => secret.is_some(),
-            family => jwks.iter().any(|k| k.key.family() == family),
+            family => {
+                fetched_later
+                    || jwks
+                        .as_ref()
+                        .is_some_and(|j| j.current().iter().any(|k| k.key.family() == family))
+            }
         });
         if !usable {
             return Err(ConfigError::Invalid {
@@ -74,38 +148,86 @@ impl Verifier {
             secret,
             jwks,
             audience: config.audience.clone(),
+            issuers: config.issuers.clone(),
             algorithms: config.algorithms.clone(),
         })
     }
 
-    /// Verifies a token (without the `Bearer ` prefix). Every failure is a 401.
-    pub fn verify(&self, token: &str) -> Result<Verified, Error> {
-        let bad = |m: &str| Error::BadToken(m.to_owned());
+    /// The JWKS, when it is read from a file or URL (for the periodic reload).
+    pub fn reloadable_jwks(&self) -> Option<Arc<Jwks>> {
+        self.jwks
+            .clone()
+            .filter(|j| !matches!(j.source, JwksSource::Inline(_)))
+    }
+
+    /// Verifies a token (without the `Bearer ` prefix). Every failure is a 401. A key id the
+    /// JWKS does not hold triggers one reload (at most once per cooldown) and a second try.
+    pub async fn verify(&self, token: &str) -> Result<Verified, Error> {
+        match self.verify_with_current_keys(token) {
+            Err(Refusal::UnknownKey) => match self.reloadable_jwks() {
+                Some(jwks) => {
+                    jwks.reload_for_unknown_key().await;
+                    Ok(self.verify_with_current_keys(token)?)
+                }
+                None => Err(Refusal::UnknownKey.into()),
+            },
+            other => Ok(other?),
+        }
+    }
+
+    fn verify_with_current_keys(&self, token: &str) -> Result<Verified, Refusal> {
+        let bad = Refusal::Bad;
         let header = decode_header(token)
             .map_err(|_| bad("JWT is malformed or uses an unsupported algorithm"))?;
+        if header.crit.is_some() {
+            return Err(bad(
+                "JWT header marks extensions critical (crit) that this server does not understand",
+            ));
+        }
         let alg = header.alg;
         if !self.algorithms.contains(&alg) {
             return Err(bad("JWT algorithm is not allowed"));
         }
+        let public;
         let key = match alg.family() {
-            AlgorithmFamily::Hmac => self.secret.as_ref(),
-            family => self.public_key(alg, family, header.kid.as_deref()),
-        }
-        .ok_or_else(|| bad("JWT was not signed by a known key"))?;
+            AlgorithmFamily::Hmac => self
+                .secret
+                .as_ref()
+                .ok_or(bad("JWT was not signed by a known key"))?,
+            family => {
+                let jwks = self.jwks.as_ref().ok_or(Refusal::UnknownKey)?;
+                public = jwks.current();
+                let kid = header.kid.as_deref();
+                match public_key(&public, alg, family, kid) {
+                    Some(key) => key,
+                    None if kid.is_some() => return Err(Refusal::UnknownKey),
+                    None => return Err(bad("JWT was not signed by a known key")),
+                }
+            }
+        };
 
         let mut validation = Validation::new(alg);
         validation.leeway = LEEWAY_SECS;
         validation.validate_nbf = true;
         validation.set_audience(&[&self.audience]);
-        validation.set_required_spec_claims(&["exp", "aud", "sub"]);
+        if self.issuers.is_empty() {
+            validation.set_required_spec_claims(&["exp", "aud", "sub"]);
+        } else {
+            validation.set_issuer(&self.issuers);
+            validation.set_required_spec_claims(&["exp", "aud", "sub", "iss"]);
+        }
         let claims = decode::<Value>(token, key, &validation).map_err(|e| {
             use jsonwebtoken::errors::ErrorKind as K;
             bad(match e.kind() {
                 K::ExpiredSignature => "JWT expired",
                 K::InvalidSignature => "JWT signature is invalid",
                 K::InvalidAudience => "JWT audience is not accepted",
+                K::InvalidIssuer => "JWT issuer is not accepted",
                 K::ImmatureSignature => "JWT is not valid yet",
-                K::MissingRequiredClaim(_) => "JWT lacks a required claim (exp, aud, sub)",
+                K::MissingRequiredClaim(_) if self.issuers.is_empty() => {
+                    "JWT lacks a required claim (exp, aud, sub)"
+                }
+                K::MissingRequiredClaim(_) => "JWT lacks a required claim (exp, aud, sub, iss)",
                 K::InvalidAlgorithm => "JWT algorithm does not match the key",
                 _ => "JWT is invalid",
             })
@@ -114,11 +236,16 @@ impl Verifier {
         if !claims.is_object() {
             return Err(bad("JWT claims are not an object"));
         }
+        // The canonical hyphenated form only: the gate accepts nothing else either, and a
+        // token must not pass here in a form the database then refuses as someone else.
         let user_id = claims
             .get("sub")
             .and_then(Value::as_str)
+            .filter(|s| is_hyphenated_uuid(s))
             .and_then(|s| Uuid::parse_str(s).ok())
-            .ok_or_else(|| bad("JWT sub claim is not a user id"))?;
+            .ok_or(bad(
+                "JWT sub claim is not a user id (a uuid such as 6f1c1e0a-5b7e-4b8e-9a51-0a7c2f4a1d10)",
+            ))?;
         if claims.get("role").and_then(Value::as_str) != Some("authenticated") {
             return Err(bad(
                 "JWT role is not accepted: this API serves authenticated users only",
@@ -127,6 +254,7 @@ impl Verifier {
         let tenant_id = claims
             .pointer("/app_metadata/tenant_id")
             .and_then(Value::as_str)
+            .filter(|s| is_hyphenated_uuid(s))
             .and_then(|s| Uuid::parse_str(s).ok());
         Ok(Verified {
             claims,
@@ -134,42 +262,151 @@ impl Verifier {
             tenant_id,
         })
     }
+}
 
-    fn public_key(
-        &self,
-        alg: Algorithm,
-        family: AlgorithmFamily,
-        kid: Option<&str>,
-    ) -> Option<&DecodingKey> {
-        let alg_json = serde_json::to_value(alg).ok();
-        let mut candidates = self
-            .jwks
-            .iter()
-            .filter(|k| k.key.family() == family && (k.alg.is_none() || k.alg == alg_json));
-        match kid {
-            Some(kid) => candidates
-                .find(|k| k.kid.as_deref() == Some(kid))
-                .map(|k| &k.key),
-            None => match (candidates.next(), candidates.next()) {
-                (Some(only), None) => Some(&only.key),
-                _ => None,
-            },
+/// `8-4-4-4-12` hexadecimal digits (either case), nothing else: not braced, not a URN, not
+/// 32 bare digits.
+pub fn is_hyphenated_uuid(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() == 36
+        && b.iter().enumerate().all(|(i, c)| match i {
+            8 | 13 | 18 | 23 => *c == b'-',
+            _ => c.is_ascii_hexdigit(),
+        })
+}
+
+fn public_key<'k>(
+    keys: &'k [PublicKey],
+    alg: Algorithm,
+    family: AlgorithmFamily,
+    kid: Option<&str>,
+) -> Option<&'k DecodingKey> {
+    let alg_json = serde_json::to_value(alg).ok();
+    let mut candidates = keys
+        .iter()
+        .filter(|k| k.key.family() == family && (k.alg.is_none() || k.alg == alg_json));
+    match kid {
+        Some(kid) => candidates
+            .find(|k| k.kid.as_deref() == Some(kid))
+            .map(|k| &k.key),
+        None => match (candidates.next(), candidates.next()) {
+            (Some(only), None) => Some(&only.key),
+            _ => None,
+        },
+    }
+}
+
+impl Jwks {
+    fn current(&self) -> Arc<Vec<PublicKey>> {
+        match self.keys.read() {
+            Ok(keys) => keys.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
         }
+    }
+
+    /// How often the periodic reload runs.
+    pub fn refresh_interval(&self) -> Duration {
+        self.refresh
+    }
+
+    /// Reads the source again now; on failure the keys held stay in use.
+    pub async fn reload(&self) -> Result<usize, String> {
+        let mut last = self.last_reload.lock().await;
+        self.reload_locked(&mut last).await
+    }
+
+    async fn reload_for_unknown_key(&self) {
+        let mut last = self.last_reload.lock().await;
+        if last.is_some_and(|t| t.elapsed() < self.cooldown) {
+            return;
+        }
+        if let Err(e) = self.reload_locked(&mut last).await {
+            tracing::warn!(error = %e, "JWKS reload for an unknown key id failed; keeping the keys held");
+        }
+    }
+
+    async fn reload_locked(&self, last: &mut Option<Instant>) -> Result<usize, String> {
+        *last = Some(Instant::now());
+        let doc = match &self.source {
+            JwksSource::Inline(doc) => doc.clone(),
+            JwksSource::File(path) => tokio::fs::read_to_string(path)
+                .await
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))?,
+            JwksSource::Url(url) => fetch(self.http_client()?, url).await?,
+        };
+        let keys = parse_jwks(&doc)?;
+        let n = keys.len();
+        match self.keys.write() {
+            Ok(mut slot) => *slot = Arc::new(keys),
+            Err(poisoned) => *poisoned.into_inner() = Arc::new(keys),
+        }
+        tracing::info!(keys = n, "JWKS loaded");
+        Ok(n)
+    }
+}
+
+impl Jwks {
+    fn http_client(&self) -> Result<&reqwest::Client, String> {
+        if let Some(client) = self.http.get() {
+            return Ok(client);
+        }
+        let client = reqwest::Client::builder()
+            .timeout(FETCH_TIMEOUT)
+            .redirect(reqwest::redirect::Policy::limited(3))
+            .build()
+            .map_err(|e| format!("JWKS client: {e}"))?;
+        Ok(self.http.get_or_init(|| client))
+    }
+}
+
+async fn fetch(client: &reqwest::Client, url: &str) -> Result<String, String> {
+    let response = client
+        .get(url)
+        .header("accept", "application/json")
+        .send()
+        .await
+        .map_err(|e| format!("fetching the JWKS from {url}: {e}"))?;
+    if !response.status().is_success() {
+        return Err(format!(
+            "fetching the JWKS from {url}: HTTP {}",
+            response.status()
+        ));
+    }
+    if response
+        .content_length()
+        .is_some_and(|n| n > MAX_JWKS_BYTES as u64)
+    {
+        return Err(format!(
+            "the JWKS at {url} is larger than {MAX_JWKS_BYTES} bytes"
+        ));
+    }
+    let body = response
+        .bytes()
+        .await
+        .map_err(|e| format!("reading the JWKS from {url}: {e}"))?;
+    if body.len() > MAX_JWKS_BYTES {
+        return Err(format!(
+            "the JWKS at {url} is larger than {MAX_JWKS_BYTES} bytes"
+        ));
+    }
+    String::from_utf8(body.to_vec()).map_err(|_| format!("the JWKS at {url} is not UTF-8"))
+}
+
+fn jwks_error(reason: String) -> ConfigError {
+    ConfigError::Invalid {
+        var: "AURA_JWT_JWKS",
+        reason,
     }
 }
 
 /// Reads the asymmetric keys of a JWKS. Symmetric (`oct`) entries are refused on purpose: the
 /// HS256 secret has its own variable, and a JWKS is meant to be public.
-fn parse_jwks(doc: &str) -> Result<Vec<PublicKey>, ConfigError> {
-    let invalid = |reason: String| ConfigError::Invalid {
-        var: "AURA_JWT_JWKS",
-        reason,
-    };
-    let doc: Value = serde_json::from_str(doc).map_err(|e| invalid(format!("not JSON ({e})")))?;
+fn parse_jwks(doc: &str) -> Result<Vec<PublicKey>, String> {
+    let doc: Value = serde_json::from_str(doc).map_err(|e| format!("not JSON ({e})"))?;
     let keys = doc
         .get("keys")
         .and_then(Value::as_array)
-        .ok_or_else(|| invalid("no \"keys\" array".to_owned()))?;
+        .ok_or_else(|| "no \"keys\" array".to_owned())?;
     let mut out = Vec::new();
     for (i, raw) in keys.iter().enumerate() {
         let jwk: Jwk = match serde_json::from_value(raw.clone()) {
@@ -182,7 +419,7 @@ fn parse_jwks(doc: &str) -> Result<Vec<PublicKey>, ConfigError> {
         ) {
             continue;
         }
-        let key = DecodingKey::from_jwk(&jwk).map_err(|e| invalid(format!("key {i}: {e}")))?;
+        let key = DecodingKey::from_jwk(&jwk).map_err(|e| format!("key {i}: {e}"))?;
         out.push(PublicKey {
             kid: jwk.common.key_id.clone(),
             alg: raw.get("alg").cloned(),
@@ -190,7 +427,7 @@ fn parse_jwks(doc: &str) -> Result<Vec<PublicKey>, ConfigError> {
         });
     }
     if out.is_empty() {
-        return Err(invalid("no usable EC or RSA public key".to_owned()));
+        return Err("no usable EC or RSA public key".to_owned());
     }
     Ok(out)
 }
@@ -204,7 +441,7 @@ mod tests {
     const SECRET: &str = "test-secret-test-secret-test-secret!!";
     const USER: &str = "6f1c1e0a-5b7e-4b8e-9a51-0a7c2f4a1d10";
     const TENANT: &str = "0b9a53d6-3c8b-4c3f-8f8e-2f9e1b2f0c11";
-    // A P-256 key pair made for these tests only.
+    // Two P-256 key pairs made for these tests only.
     const EC_PRIVATE_PEM: &str = "-----BEGIN PRIVATE KEY-----
 MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgStgMVn1qbnh/DBla
 33qGWpPqkZV4KUk6zDyriDMjzYyhRANCAASkg7AQwdg/Rg2jYIgY/YYDls1YWtQR
@@ -213,6 +450,14 @@ qhq/uR8AxKJjEIisSkTWSnfe6AIGhUPozqVgJ0ushn0635GCGBCAakj5
 ";
     const EC_X: &str = "pIOwEMHYP0YNo2CIGP2GA5bNWFrUEaoav7kfAMSiYxA";
     const EC_Y: &str = "iKxKRNZKd97oAgaFQ-jOpWAnS6yGfTrfkYIYEIBqSPk";
+    const EC2_PRIVATE_PEM: &str = "-----BEGIN PRIVATE KEY-----
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgL528cEbM3qDxhSaW
+5mT7POg87L1rwPV1O1iu+6iJDayhRANCAAR9J0cUzCIO6eprNwpxWTz9CRv3dppJ
+NFtyDabrJoxJD36GmSKM2TK5t6zkvgIv9cbzmLNYQLFzGO6G3dBImzYf
+-----END PRIVATE KEY-----
+";
+    const EC2_X: &str = "fSdHFMwiDunqazcKcVk8_Qkb93aaSTRbcg2m6yaMSQ8";
+    const EC2_Y: &str = "foaZIozZMrm3rOS-Ai_1xvOYs1hAsXMY7obd0EibNh8";
 
     fn now() -> i64 {
         jsonwebtoken::get_current_timestamp() as i64
@@ -222,6 +467,7 @@ qhq/uR8AxKJjEIisSkTWSnfe6AIGhUPozqVgJ0ushn0635GCGBCAakj5
         json!({
             "sub": USER, "role": "authenticated", "aud": "authenticated",
             "exp": now() + 600, "iat": now(), "email": "a@example.com",
+            "iss": "https://issuer.test/auth/v1",
             "session_id": "9d1f2a4e-0000-4000-8000-000000000001",
             "app_metadata": {"tenant_id": TENANT, "tenant_role": "admin"}, "user_metadata": {}
         })
@@ -236,34 +482,85 @@ qhq/uR8AxKJjEIisSkTWSnfe6AIGhUPozqVgJ0ushn0635GCGBCAakj5
         .expect("encode")
     }
 
+    fn ec_key(kid: &str, x: &str, y: &str) -> Value {
+        json!({"kty": "EC", "crv": "P-256", "x": x, "y": y, "kid": kid, "alg": "ES256", "use": "sig"})
+    }
+
     fn jwks() -> String {
         json!({"keys": [
             {"kty": "oct", "k": "c2VjcmV0", "kid": "sym"},
-            {"kty": "EC", "crv": "P-256", "x": EC_X, "y": EC_Y, "kid": "ec-1", "alg": "ES256", "use": "sig"}
+            ec_key("ec-1", EC_X, EC_Y)
         ]})
         .to_string()
     }
 
-    fn verifier() -> Verifier {
-        let config = JwtConfig {
-            hs256_secret: Some(SECRET.to_owned()),
-            jwks_json: Some(jwks()),
-            audience: "authenticated".to_owned(),
+    fn config() -> JwtConfig {
+        JwtConfig {
+            jwks: Some(JwksSource::Inline(jwks())),
             algorithms: vec![Algorithm::HS256, Algorithm::ES256, Algorithm::RS256],
-        };
-        Verifier::new(&config).expect("verifier")
+            ..JwtConfig::hs256(SECRET)
+        }
     }
 
-    fn rejects(token: &str, why: &str) {
-        match verifier().verify(token) {
+    fn verifier() -> Verifier {
+        Verifier::new(&config()).expect("verifier")
+    }
+
+    fn block_on<F: std::future::Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+            .block_on(f)
+    }
+
+    fn check(v: &Verifier, token: &str) -> Result<Verified, Error> {
+        block_on(v.verify(token))
+    }
+
+    fn rejects_with(v: &Verifier, token: &str, why: &str) {
+        match check(v, token) {
             Err(Error::BadToken(m)) => assert!(m.contains(why), "expected {why:?}, got {m:?}"),
             other => panic!("expected rejection ({why}), got {other:?}"),
         }
     }
 
+    fn rejects(token: &str, why: &str) {
+        rejects_with(&verifier(), token, why);
+    }
+
+    fn es256(kid: Option<&str>, pem: &str, claims: &Value) -> String {
+        let mut header = Header::new(Algorithm::ES256);
+        header.kid = kid.map(str::to_owned);
+        let key = EncodingKey::from_ec_pem(pem.as_bytes()).expect("pem");
+        encode(&header, claims, &key).expect("encode")
+    }
+
+    /// A token signed like `hs` but with extra header fields.
+    fn hs_with_header(extra: Value, claims: &Value) -> String {
+        use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        use base64::Engine as _;
+        let mut header = json!({"alg": "HS256", "typ": "JWT"});
+        for (k, v) in extra.as_object().expect("object") {
+            header[k] = v.clone();
+        }
+        let signing_input = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(header.to_string()),
+            URL_SAFE_NO_PAD.encode(claims.to_string())
+        );
+        let signature = jsonwebtoken::crypto::sign(
+            signing_input.as_bytes(),
+            &EncodingKey::from_secret(SECRET.as_bytes()),
+            Algorithm::HS256,
+        )
+        .expect("sign");
+        format!("{signing_input}.{signature}")
+    }
+
     #[test]
     fn good_hs256() {
-        let v = verifier().verify(&hs(&claims())).expect("valid token");
+        let v = check(&verifier(), &hs(&claims())).expect("valid token");
         assert_eq!(v.user_id.to_string(), USER);
         assert_eq!(v.tenant_id.map(|t| t.to_string()).as_deref(), Some(TENANT));
         assert_eq!(v.claims["email"], "a@example.com");
@@ -273,9 +570,11 @@ qhq/uR8AxKJjEIisSkTWSnfe6AIGhUPozqVgJ0ushn0635GCGBCAakj5
     fn missing_or_bad_tenant_is_none() {
         let mut c = claims();
         c["app_metadata"]["tenant_id"] = json!("not-a-uuid");
-        assert_eq!(verifier().verify(&hs(&c)).expect("valid").tenant_id, None);
+        assert_eq!(check(&verifier(), &hs(&c)).expect("valid").tenant_id, None);
+        c["app_metadata"]["tenant_id"] = json!("0b9a53d63c8b4c3f8f8e2f9e1b2f0c11");
+        assert_eq!(check(&verifier(), &hs(&c)).expect("valid").tenant_id, None);
         c["app_metadata"] = json!({});
-        assert_eq!(verifier().verify(&hs(&c)).expect("valid").tenant_id, None);
+        assert_eq!(check(&verifier(), &hs(&c)).expect("valid").tenant_id, None);
     }
 
     #[test]
@@ -302,19 +601,9 @@ qhq/uR8AxKJjEIisSkTWSnfe6AIGhUPozqVgJ0ushn0635GCGBCAakj5
     fn alg_none() {
         // Unpadded base64url, enough for a handcrafted token.
         let b64 = |v: Value| {
-            const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-            let bytes = v.to_string().into_bytes();
-            let mut out = String::new();
-            for chunk in bytes.chunks(3) {
-                let n = chunk
-                    .iter()
-                    .enumerate()
-                    .fold(0u32, |n, (i, b)| n | (u32::from(*b) << (16 - 8 * i)));
-                for i in 0..=chunk.len() {
-                    out.push(char::from(A[((n >> (18 - 6 * i)) & 63) as usize]));
-                }
-            }
-            out
+            use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+            use base64::Engine as _;
+            URL_SAFE_NO_PAD.encode(v.to_string())
         };
         let token = format!(
             "{}.{}.",
@@ -341,6 +630,56 @@ qhq/uR8AxKJjEIisSkTWSnfe6AIGhUPozqVgJ0ushn0635GCGBCAakj5
     }
 
     #[test]
+    fn sub_must_be_a_hyphenated_uuid() {
+        let upper = USER.to_ascii_uppercase();
+        let mut c = claims();
+        c["sub"] = json!(upper);
+        assert!(
+            check(&verifier(), &hs(&c)).is_ok(),
+            "hex digits in either case"
+        );
+        for odd in [
+            USER.replace('-', ""),
+            format!("{{{USER}}}"),
+            format!("urn:uuid:{USER}"),
+            format!(" {USER}"),
+            format!("{USER}0"),
+        ] {
+            let mut c = claims();
+            c["sub"] = json!(odd);
+            rejects(&hs(&c), "sub");
+        }
+    }
+
+    #[test]
+    fn critical_header_extensions_are_refused() {
+        let good = hs_with_header(json!({"kid": "whatever"}), &claims());
+        assert!(
+            check(&verifier(), &good).is_ok(),
+            "the handmade token is valid"
+        );
+        for crit in [json!(["b64"]), json!(["exp"]), json!([])] {
+            let token = hs_with_header(json!({"crit": crit, "b64": false}), &claims());
+            rejects(&token, "crit");
+        }
+    }
+
+    #[test]
+    fn issuer_when_configured() {
+        let mut config = config();
+        config.issuers = vec!["https://issuer.test/auth/v1".to_owned()];
+        let v = Verifier::new(&config).expect("verifier");
+        assert!(check(&v, &hs(&claims())).is_ok());
+        let mut c = claims();
+        c["iss"] = json!("https://elsewhere.test/auth/v1");
+        rejects_with(&v, &hs(&c), "issuer");
+        c.as_object_mut().map(|o| o.remove("iss"));
+        rejects_with(&v, &hs(&c), "required claim");
+        // Without the setting any issuer passes.
+        assert!(check(&verifier(), &hs(&c)).is_ok());
+    }
+
+    #[test]
     fn algorithm_not_allowed() {
         let token = encode(
             &Header::new(Algorithm::HS512),
@@ -353,28 +692,20 @@ qhq/uR8AxKJjEIisSkTWSnfe6AIGhUPozqVgJ0ushn0635GCGBCAakj5
 
     #[test]
     fn es256_via_jwks() {
-        let key = EncodingKey::from_ec_pem(EC_PRIVATE_PEM.as_bytes()).expect("pem");
-        let mut header = Header::new(Algorithm::ES256);
-        header.kid = Some("ec-1".to_owned());
-        let token = encode(&header, &claims(), &key).expect("encode");
+        let token = es256(Some("ec-1"), EC_PRIVATE_PEM, &claims());
         assert_eq!(
-            verifier()
-                .verify(&token)
+            check(&verifier(), &token)
                 .expect("valid")
                 .user_id
                 .to_string(),
             USER
         );
-
-        header.kid = Some("unknown".to_owned());
         rejects(
-            &encode(&header, &claims(), &key).expect("encode"),
+            &es256(Some("unknown"), EC_PRIVATE_PEM, &claims()),
             "known key",
         );
-        header.kid = None; // the only EC key is used when there is no kid
-        assert!(verifier()
-            .verify(&encode(&header, &claims(), &key).expect("encode"))
-            .is_ok());
+        // The only EC key is used when there is no kid.
+        assert!(check(&verifier(), &es256(None, EC_PRIVATE_PEM, &claims())).is_ok());
     }
 
     #[test]
@@ -390,11 +721,67 @@ qhq/uR8AxKJjEIisSkTWSnfe6AIGhUPozqVgJ0ushn0635GCGBCAakj5
     }
 
     #[test]
+    fn a_rotated_jwks_file_is_read_again_on_an_unknown_kid() {
+        let dir = std::env::temp_dir().join(format!("aura-jwks-{}", Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("jwks.json");
+        let write = |keys: Vec<Value>| {
+            std::fs::write(&path, json!({ "keys": keys }).to_string()).expect("write jwks")
+        };
+        write(vec![ec_key("old", EC_X, EC_Y)]);
+        let config = JwtConfig {
+            hs256_secret: None,
+            jwks: Some(JwksSource::File(path.clone())),
+            algorithms: vec![Algorithm::ES256],
+            jwks_cooldown: Duration::ZERO,
+            ..JwtConfig::hs256(SECRET)
+        };
+        let v = Verifier::new(&config).expect("verifier");
+        let new_token = es256(Some("new"), EC2_PRIVATE_PEM, &claims());
+        let old_token = es256(Some("old"), EC_PRIVATE_PEM, &claims());
+        assert!(check(&v, &old_token).is_ok());
+        rejects_with(&v, &new_token, "known key");
+
+        // The issuer rotates: the new key is published, the old one withdrawn.
+        write(vec![ec_key("new", EC2_X, EC2_Y)]);
+        assert!(
+            check(&v, &new_token).is_ok(),
+            "read again for the unknown kid"
+        );
+        rejects_with(&v, &old_token, "known key");
+
+        // A broken file keeps the keys that were loaded.
+        std::fs::write(&path, "{not json").expect("write");
+        let jwks = v.reloadable_jwks().expect("a file source reloads");
+        assert!(block_on(jwks.reload()).is_err());
+        assert!(check(&v, &new_token).is_ok());
+
+        // With a cooldown, a burst of unknown kids reads the file at most once.
+        let config = JwtConfig {
+            jwks_cooldown: Duration::from_secs(3600),
+            ..config
+        };
+        write(vec![ec_key("old", EC_X, EC_Y)]);
+        let v = Verifier::new(&config).expect("verifier");
+        rejects_with(&v, &new_token, "known key"); // reads once: still no "new" key
+        write(vec![ec_key("new", EC2_X, EC2_Y)]);
+        rejects_with(&v, &new_token, "known key"); // within the cooldown: not read again
+        assert!(block_on(v.reloadable_jwks().expect("file").reload()).is_ok());
+        assert!(
+            check(&v, &new_token).is_ok(),
+            "the periodic reload picks it up"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn config_checks() {
         let short = JwtConfig::hs256("short");
         assert!(Verifier::new(&short).is_err());
         let mut no_key = JwtConfig::hs256(SECRET);
         no_key.algorithms = vec![Algorithm::ES256];
         assert!(Verifier::new(&no_key).is_err());
+        assert!(is_hyphenated_uuid(USER));
+        assert!(!is_hyphenated_uuid(&USER.replace('-', "")));
     }
 }

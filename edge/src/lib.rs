@@ -9,23 +9,28 @@
 //! commits. Everything it sets is transaction-local, so pooled connections never carry one
 //! request's identity into the next.
 //!
-//! Modules: [`config`] (environment), [`jwt`] (token verification), [`catalog`] (which `api`
-//! functions exist, and the OpenAPI document), [`rpc`] (HTTP call → SQL statement), [`db`]
-//! (pool and per-request transaction), [`error`] (the one error type and its HTTP mapping),
+//! Modules: [`config`] (environment), [`server`] (connections: timeouts, the cap),
+//! [`jwt`] (token verification, JWKS reload), [`catalog`] (which `api` functions exist, and
+//! the OpenAPI document), [`rpc`] (HTTP call → SQL statement), [`db`] (pool, per-request
+//! transaction, cancel on disconnect), [`fairness`] (each tenant's share of the pool),
+//! [`pgtls`] (TLS to PostgreSQL), [`error`] (the one error type and its HTTP mapping),
 //! [`http`] (routes and the request log).
 
 pub mod catalog;
 pub mod config;
 pub mod db;
 pub mod error;
+pub mod fairness;
 pub mod http;
 pub mod jwt;
+pub mod pgtls;
 pub mod rpc;
+pub mod server;
 
 use std::future::Future;
 use std::sync::Arc;
 
-pub use config::{Config, ConfigError, JwtConfig};
+pub use config::{Config, ConfigError, HttpLimits, JwksSource, JwtConfig};
 pub use error::Error;
 
 /// Serves the edge on `listener` until `shutdown` completes, then finishes in-flight requests.
@@ -38,13 +43,42 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
     let verifier = jwt::Verifier::new(&config.jwt)?;
-    let pool = db::pool(&config)?;
-    let state = Arc::new(http::AppState::new(verifier, pool));
+    let db = db::Database::new(&config)?;
+    // A JWKS from a file or URL: fetched before serving when it is a URL, then read again
+    // periodically (and on unknown key ids, see `jwt`).
+    let jwks_refresh = match verifier.reloadable_jwks() {
+        Some(jwks) => {
+            if matches!(config.jwt.jwks, Some(JwksSource::Url(_))) {
+                if let Err(e) = jwks.reload().await {
+                    tracing::error!(error = %e, "could not load the JWKS; retrying periodically");
+                }
+            }
+            Some(tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(jwks.refresh_interval()).await;
+                    if let Err(e) = jwks.reload().await {
+                        tracing::warn!(error = %e, "JWKS reload failed; keeping the keys held");
+                    }
+                }
+            }))
+        }
+        None => None,
+    };
     let address = listener.local_addr()?;
-    tracing::info!(%address, pool_size = config.pool_size, "aura-edge listening");
-    axum::serve(listener, http::router(state))
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    tracing::info!(
+        %address,
+        pool_size = config.pool_size,
+        tenant_max_connections = config.tenant_max_connections(),
+        sslmode = %db.ssl_mode(),
+        max_connections = config.http.max_connections,
+        "aura-edge listening"
+    );
+    let state = Arc::new(http::AppState::new(verifier, db, config.http.clone()));
+    let served = server::run(listener, http::router(state), config.http, shutdown).await;
+    if let Some(task) = jwks_refresh {
+        task.abort();
+    }
+    served?;
     tracing::info!("aura-edge stopped");
     Ok(())
 }

@@ -28,6 +28,15 @@ async fn main() -> ExitCode {
         .with_current_span(false)
         .init();
 
+    // One connection attempt up front, so a wrong password or TLS setting shows in the log
+    // at once, with its cause, rather than later as 503s. Not fatal: the database may come
+    // up after the edge.
+    match edge::db::probe(&config).await {
+        Ok(()) => tracing::info!("database reachable"),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot reach the database yet; requests get 503 until it answers")
+        }
+    }
     let listener = match tokio::net::TcpListener::bind(config.listen).await {
         Ok(listener) => listener,
         Err(e) => {

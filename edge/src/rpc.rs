@@ -10,7 +10,7 @@ use std::collections::BTreeSet;
 use serde_json::{Map, Value};
 
 use crate::catalog::{Function, Volatility};
-use crate::error::Error;
+use crate::error::{cut, Error};
 
 /// A statement ready to run: `sql` takes the arguments object as `$1` when `takes_args`.
 #[derive(Debug, Clone, PartialEq)]
@@ -108,14 +108,18 @@ pub fn args_from_query(
     for (key, value) in pairs {
         let value = if is_json(&key) {
             serde_json::from_str(&value).map_err(|_| {
-                Error::BadRequest(format!("Query parameter {key} is not valid JSON"))
+                Error::BadRequest(format!(
+                    "Query parameter {} is not valid JSON",
+                    cut(&key, 63)
+                ))
             })?
         } else {
             Value::String(value)
         };
         if map.insert(key.clone(), value).is_some() {
             return Err(Error::BadRequest(format!(
-                "Query parameter {key} is given more than once"
+                "Query parameter {} is given more than once",
+                cut(&key, 63)
             )));
         }
     }

@@ -82,7 +82,6 @@ impl Context {
 /// the tenant context for the rest of the transaction. Raises 42501 and sets nothing
 /// otherwise. Not STRICT: missing claims or tenant must raise, not return NULL quietly.
 #[pg_extern(
-    schema = "crm_private",
     volatile,
     parallel_unsafe,
     security_definer,

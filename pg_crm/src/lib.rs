@@ -18,14 +18,13 @@ pub mod workspace;
 
 ::pgrx::pg_module_magic!(name, version);
 
-/// Internals: request-context helpers, business rules, operator functions. Never exposed
-/// over HTTP. Declared here so the Rust functions can name it; its SQL objects are in
-/// `sql/schema.sql`.
-#[pg_schema]
-mod crm_private {}
-
 // The script order: compat objects, then the schema, then the Rust functions (each
 // `requires = ["schema"]`), then the `api` SQL that wraps them, then every grant.
+//
+// `crm_private` (internals: request-context helpers, business rules, operator functions;
+// never exposed over HTTP) is the extension's own schema, named in `pg_crm.control`:
+// CREATE EXTENSION creates it before this script runs and puts it first on the script's
+// search_path, which is where every `#[pg_extern]` without a schema of its own lands.
 extension_sql_file!(
     "../../sql/supabase_compat.sql",
     name = "supabase_compat",
@@ -34,7 +33,7 @@ extension_sql_file!(
 extension_sql_file!(
     "../../sql/schema.sql",
     name = "schema",
-    requires = ["supabase_compat", crm_private]
+    requires = ["supabase_compat"]
 );
 extension_sql_file!(
     "../../sql/api.sql",
@@ -118,6 +117,22 @@ mod tests {
         let (tenant_b, _) = tenant("bbb");
         Spi::run("SET LOCAL ROLE authenticated").unwrap();
         let _ = begin_request(&user_a, &tenant_b);
+    }
+
+    /// The zone list compiled into the extension names only zones this server knows, so a
+    /// stored workspace timezone always works in `AT TIME ZONE`.
+    #[pg_test]
+    fn every_accepted_time_zone_is_known_to_the_server() {
+        let known: std::collections::HashSet<String> =
+            Spi::get_one::<Vec<String>>("SELECT array_agg(name::text) FROM pg_timezone_names")
+                .unwrap()
+                .unwrap_or_default()
+                .into_iter()
+                .collect();
+        let unknown: Vec<&str> = crate::domain::timezone::all()
+            .filter(|zone| !known.contains(*zone))
+            .collect();
+        assert!(unknown.is_empty(), "unknown to this server: {unknown:?}");
     }
 
     #[pg_test(error = "permission denied to set parameter \"app.current_tenant_id\"")]

@@ -6,9 +6,8 @@
 //! without a password (the member sets one through the auth flow).
 
 use crate::domain::roles::TenantRole;
-use crate::domain::workspace;
+use crate::domain::{timezone, workspace};
 use crate::error::{CrmError, OrRaise};
-use crate::workspace::check_timezone_exists;
 use pgrx::prelude::*;
 use pgrx::{JsonB, Uuid};
 
@@ -71,7 +70,7 @@ fn insert_membership(tenant_id: Uuid, user_id: Uuid, role: TenantRole, display_n
 }
 
 /// Create a tenant and its first admin. Returns `{tenant_id, admin_user_id}`.
-#[pg_extern(schema = "crm_private", volatile, parallel_unsafe, requires = ["schema"])]
+#[pg_extern(volatile, parallel_unsafe, requires = ["schema"])]
 #[search_path(pg_catalog, pg_temp)]
 fn create_tenant(
     name: &str,
@@ -83,8 +82,7 @@ fn create_tenant(
     let name = workspace::tenant_name(name).or_raise();
     let slug = workspace::slug(slug).or_raise();
     let email = workspace::email("admin_email", admin_email).or_raise();
-    let timezone = workspace::timezone_name(timezone).or_raise();
-    check_timezone_exists(&timezone);
+    let timezone = timezone::canonical("timezone", timezone).or_raise();
     let taken = Spi::get_one_with_args::<bool>(
         "SELECT EXISTS (SELECT 1 FROM core.tenants WHERE slug = $1)",
         &[slug.as_str().into()],
@@ -97,11 +95,7 @@ fn create_tenant(
     let tenant_id = returned(
         Spi::get_one_with_args::<Uuid>(
             "INSERT INTO core.tenants (name, slug, timezone) VALUES ($1, $2, $3) RETURNING id",
-            &[
-                name.as_str().into(),
-                slug.as_str().into(),
-                timezone.as_str().into(),
-            ],
+            &[name.as_str().into(), slug.as_str().into(), timezone.into()],
         ),
         "the new tenant's id",
     );
@@ -126,7 +120,7 @@ fn require_tenant(tenant_id: Uuid) {
 }
 
 /// Add a user (found or created by email) to a tenant with a role. Returns the user id.
-#[pg_extern(schema = "crm_private", volatile, parallel_unsafe, requires = ["schema"])]
+#[pg_extern(volatile, parallel_unsafe, requires = ["schema"])]
 #[search_path(pg_catalog, pg_temp)]
 fn add_member(
     tenant_id: Uuid,
@@ -156,14 +150,14 @@ fn set_tenant_status(tenant_id: Uuid, status: &str) {
 }
 
 /// Suspend a tenant: data stays, every member loses access on their next request (F1.5).
-#[pg_extern(schema = "crm_private", volatile, parallel_unsafe, strict, requires = ["schema"])]
+#[pg_extern(volatile, parallel_unsafe, strict, requires = ["schema"])]
 #[search_path(pg_catalog, pg_temp)]
 fn suspend_tenant(tenant_id: Uuid) {
     set_tenant_status(tenant_id, "suspended");
 }
 
 /// Lift a suspension.
-#[pg_extern(schema = "crm_private", volatile, parallel_unsafe, strict, requires = ["schema"])]
+#[pg_extern(volatile, parallel_unsafe, strict, requires = ["schema"])]
 #[search_path(pg_catalog, pg_temp)]
 fn reactivate_tenant(tenant_id: Uuid) {
     set_tenant_status(tenant_id, "active");
@@ -171,7 +165,7 @@ fn reactivate_tenant(tenant_id: Uuid) {
 
 /// Set a member's status to `active` or `deactivated` (F3.4): a deactivated member loses
 /// access on their next request; their records stay.
-#[pg_extern(schema = "crm_private", volatile, parallel_unsafe, strict, requires = ["schema"])]
+#[pg_extern(volatile, parallel_unsafe, strict, requires = ["schema"])]
 #[search_path(pg_catalog, pg_temp)]
 fn set_member_status(tenant_id: Uuid, user_id: Uuid, status: &str) {
     if !matches!(status, "active" | "deactivated") {

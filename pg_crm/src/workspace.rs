@@ -11,24 +11,7 @@ use crate::error::{CrmError, OrRaise};
 use pgrx::prelude::*;
 use pgrx::JsonB;
 
-/// Raise 22023 unless PostgreSQL knows the time zone.
-pub(crate) fn check_timezone_exists(tz: &str) {
-    let known = Spi::get_one_with_args::<bool>(
-        "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_timezone_names WHERE name = $1)",
-        &[tz.into()],
-    )
-    .or_raise()
-    .unwrap_or(false);
-    if !known {
-        CrmError::invalid(
-            "timezone",
-            format!("unknown time zone \"{tz}\"; use an IANA name such as Europe/Berlin"),
-        )
-        .raise();
-    }
-}
-
-#[pg_extern(schema = "crm_private", volatile, parallel_unsafe, requires = ["schema"])]
+#[pg_extern(volatile, parallel_unsafe, requires = ["schema"])]
 #[search_path(pg_catalog, pg_temp)]
 fn update_workspace(
     name: Option<&str>,
@@ -45,9 +28,6 @@ fn update_workspace(
         .raise();
     }
     let patch = WorkspacePatch::parse(name, logo_url, industry, timezone).or_raise();
-    if let Change::Set(tz) = &patch.timezone {
-        check_timezone_exists(tz);
-    }
     let value = |c: &Change| c.as_update().1.map(str::to_string);
     let present = |c: &Change| c.as_update().0;
     let updated = Spi::get_one_with_args::<JsonB>(

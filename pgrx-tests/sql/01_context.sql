@@ -62,6 +62,29 @@ SET LOCAL ROLE authenticated;
 SELECT tests.try($$SELECT crm_private.begin_request(tests.claims('gil@globex.test', 'globex'), tests.tenant_id('globex'))$$) AS reactivated;
 ROLLBACK;
 
+-- Identity comes from the gate only. request.jwt.claims (kept for Supabase's auth.uid() and
+-- auth.jwt()) can be rewritten by the session after begin_request; nothing of pg_crm's
+-- reads it, so a rewrite changes what auth.uid() says and nothing else.
+BEGIN;
+SELECT tests.seed();
+SELECT tests.login('rita@acme.test', 'acme');
+SELECT set_config('request.jwt.claims',
+                  jsonb_build_object('sub', tests.user_id('gil@globex.test'), 'email', 'gil@globex.test',
+                                     'role', 'authenticated',
+                                     'app_metadata', jsonb_build_object('tenant_id', tests.tenant_id('globex'),
+                                                                        'tenant_role', 'admin'))::text,
+                  true) IS NOT NULL AS claims_rewritten;
+SELECT auth.uid() = tests.user_id('gil@globex.test') AS auth_uid_spoofed,
+       crm_private.user_id() = tests.user_id('rita@acme.test') AS gate_user_kept,
+       crm_private.tenant_id() = tests.tenant_id('acme') AS gate_tenant_kept,
+       crm_private.tenant_role() AS gate_role;
+SELECT api.whoami() - 'user_id' - 'tenant_id' AS whoami_after_spoof;
+SELECT api.get_workspace() ->> 'slug' AS workspace_after_spoof;
+SELECT tests.try($$SELECT api.update_workspace(name => 'Spoofed')$$) AS update_after_spoof;
+SELECT count(*) AS memberships_visible, count(*) FILTER (WHERE tenant_id = tests.tenant_id('globex')) AS globex_visible
+FROM core.memberships;
+ROLLBACK;
+
 -- The context cannot be forged with SET: the settings are superuser-only.
 BEGIN;
 SELECT tests.seed();

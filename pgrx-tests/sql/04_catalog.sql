@@ -67,9 +67,24 @@ WHERE name <> 'core.tenants'::regclass AND NOT EXISTS (
     WHERE i.indrelid = t.rel AND i.indisprimary AND a.attname = 'tenant_id' AND a.attnotnull
       AND a.atttypid = 'uuid'::regtype)
 ORDER BY 1;
-SELECT i.indexrelid::regclass AS index_not_led_by_tenant FROM pg_index i JOIN crm_tables t ON t.rel = i.indrelid
+-- The one exception: an index serving a foreign key to a table that is not tenant-scoped
+-- (auth.users), listed here so another cannot slip in.
+SELECT i.indexrelid::regclass AS index_not_led_by_tenant,
+       EXISTS (SELECT 1 FROM pg_constraint c
+               WHERE c.contype = 'f' AND c.conrelid = i.indrelid AND c.conkey[1] = i.indkey[0]
+                 AND c.confrelid NOT IN (SELECT rel FROM crm_tables)) AS serves_fk_to_non_tenant_table
+FROM pg_index i JOIN crm_tables t ON t.rel = i.indrelid
 JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
 WHERE t.name <> 'core.tenants'::regclass AND a.attname <> 'tenant_id' ORDER BY 1;
+
+-- Every foreign key has an index led by its columns (a delete or key update of the referenced
+-- row must not scan the referencing table); splinter's unindexed_foreign_keys.
+SELECT c.conrelid::regclass, c.conname AS fk_without_index FROM pg_constraint c JOIN crm_tables t ON t.rel = c.conrelid
+WHERE c.contype = 'f' AND NOT EXISTS (
+    SELECT 1 FROM pg_index i WHERE i.indrelid = c.conrelid
+       AND (i.indkey::int2[])[0:cardinality(c.conkey) - 1] @> c.conkey
+       AND (i.indkey::int2[])[0:cardinality(c.conkey) - 1] <@ c.conkey)
+ORDER BY 1, 2;
 
 -- Foreign keys between tenant tables are composite, led by tenant_id.
 SELECT c.conname AS fk_not_tenant_scoped FROM pg_constraint c JOIN crm_tables t ON t.rel = c.conrelid
@@ -82,6 +97,25 @@ ORDER BY 1;
 SELECT p.oid::regprocedure AS api_function_not_invoker_pinned_documented FROM pg_proc p
 WHERE p.pronamespace = 'api'::regnamespace
   AND (p.prosecdef OR p.proconfig IS NULL OR coalesce(obj_description(p.oid, 'pg_proc'), '') = '')
+ORDER BY 1;
+
+-- Identity comes from the gate's settings (crm_private.user_id() and friends), never from the
+-- token claims a session can rewrite: no function or policy reads request.jwt.* or calls
+-- auth.uid()/auth.jwt()/auth.role().
+SELECT p.oid::regprocedure AS reads_request_claims FROM pg_proc p
+WHERE p.pronamespace IN ('core'::regnamespace, 'crm_private'::regnamespace, 'api'::regnamespace)
+  AND p.prosrc ~* '(request\.jwt|auth\.(uid|jwt|role)\s*\()'
+ORDER BY 1;
+SELECT polrelid::regclass, polname AS policy_reads_request_claims FROM pg_policy p JOIN crm_tables t ON t.rel = p.polrelid
+WHERE coalesce(pg_get_expr(p.polqual, p.polrelid), '') || coalesce(pg_get_expr(p.polwithcheck, p.polrelid), '')
+      ~* '(request\.jwt|auth\.(uid|jwt|role)\()'
+ORDER BY 1, 2;
+
+-- The extension lives in its own schema, not in public (splinter's extension_in_public), and
+-- registers every table that holds data for pg_dump.
+SELECT extnamespace::regnamespace AS extension_schema FROM pg_extension WHERE extname = 'pg_crm';
+SELECT name AS not_dumped_with_data FROM crm_tables t
+WHERE t.rel <> ALL (SELECT unnest(extconfig) FROM pg_extension WHERE extname = 'pg_crm')
 ORDER BY 1;
 
 -- SECURITY DEFINER functions all pin their search_path.

@@ -3,7 +3,9 @@
 //! where `make test` has installed pg_crm), the real edge on a free port, and tokens.
 //!
 //! Nothing is mocked: requests go over HTTP to the edge, which talks to PostgreSQL as
-//! `authenticator`, exactly as in production.
+//! `authenticator`, exactly as in production, and over TLS: every cluster serves a
+//! certificate from a throwaway CA made for it, and the edge connects with
+//! `sslmode=verify-full` against that CA.
 
 use jsonwebtoken::{encode, EncodingKey, Header};
 use serde_json::{json, Value};
@@ -33,12 +35,106 @@ fn pgcluster(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
-/// A PostgreSQL cluster in a temp dir on a free port, database `aura` with pg_crm.
-/// Stopped and deleted on drop.
+/// A PostgreSQL cluster in a temp dir on a free port, database `aura` with pg_crm, TLS on
+/// (see [`Tls`]). Stopped and deleted on drop.
 pub struct Cluster {
     pg_config: String,
     dir: PathBuf,
     pub port: u16,
+    pub tls: Tls,
+}
+
+/// Certificates made for one cluster: a CA, the server's certificate for `localhost` and
+/// `127.0.0.1` (what the cluster serves), one for another name from the same CA, and an
+/// unrelated CA.
+pub struct Tls {
+    pub ca: PathBuf,
+    pub other_ca: PathBuf,
+    pub server: (PathBuf, PathBuf),
+    pub wrong_name: (PathBuf, PathBuf),
+}
+
+impl Tls {
+    fn make(dir: &Path) -> Tls {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, SanType};
+        std::fs::create_dir_all(dir).expect("tls dir");
+        let ca = |name: &str| {
+            let key = KeyPair::generate().expect("key");
+            let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
+            params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            params.distinguished_name.push(DnType::CommonName, name);
+            let cert = params.self_signed(&key).expect("CA");
+            (cert, key)
+        };
+        let (ca_cert, ca_key) = ca("Aura test CA");
+        let (other_cert, _) = ca("Some other CA");
+        let leaf = |names: &[&str], ips: &[&str]| {
+            let key = KeyPair::generate().expect("key");
+            let mut params =
+                CertificateParams::new(names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>())
+                    .expect("params");
+            params.distinguished_name.push(DnType::CommonName, names[0]);
+            for ip in ips {
+                params
+                    .subject_alt_names
+                    .push(SanType::IpAddress(ip.parse().expect("ip")));
+            }
+            let cert = params.signed_by(&key, &ca_cert, &ca_key).expect("sign");
+            (cert.pem(), key.serialize_pem())
+        };
+        let write = |name: &str, pem: &str| {
+            let path = dir.join(name);
+            std::fs::write(&path, pem).expect("write pem");
+            path
+        };
+        let key_file = |name: &str, pem: &str| {
+            let path = write(name, pem);
+            // PostgreSQL refuses a key others can read; it must belong to the server's user.
+            let status = Command::new("chmod")
+                .arg("600")
+                .arg(&path)
+                .status()
+                .expect("chmod");
+            assert!(status.success());
+            own(&path);
+            path
+        };
+        let (server_cert, server_key) = leaf(&["localhost"], &["127.0.0.1"]);
+        let (wrong_cert, wrong_key) = leaf(&["db.elsewhere.test"], &[]);
+        Tls {
+            ca: write("ca.pem", &ca_cert.pem()),
+            other_ca: write("other-ca.pem", &other_cert.pem()),
+            server: (
+                write("server.pem", &server_cert),
+                key_file("server.key", &server_key),
+            ),
+            wrong_name: (
+                write("wrong-name.pem", &wrong_cert),
+                key_file("wrong-name.key", &wrong_key),
+            ),
+        }
+    }
+}
+
+/// As root, the cluster runs as `AURA_PG_USER` (default `postgres`): files it reads must be its.
+fn own(path: &Path) {
+    if is_root() {
+        let user = std::env::var("AURA_PG_USER").unwrap_or_else(|_| "postgres".to_owned());
+        let status = Command::new("chown")
+            .arg(&user)
+            .arg(path)
+            .status()
+            .expect("chown");
+        assert!(status.success(), "chown {user} {}", path.display());
+    }
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
 }
 
 impl Cluster {
@@ -58,10 +154,26 @@ impl Cluster {
         let data = dir.join("data");
         let data_s = data.to_str().expect("utf-8 path");
         pgcluster(&["init", &pg_config, data_s]);
+        let tls = Tls::make(&dir.join("tls"));
+        let mut conf = std::fs::OpenOptions::new()
+            .append(true)
+            .open(data.join("postgresql.conf"))
+            .expect("postgresql.conf");
+        std::io::Write::write_all(
+            &mut conf,
+            format!(
+                "\nssl = on\nssl_cert_file = '{}'\nssl_key_file = '{}'\n",
+                tls.server.0.display(),
+                tls.server.1.display()
+            )
+            .as_bytes(),
+        )
+        .expect("enable TLS");
         let cluster = Cluster {
             pg_config,
             dir,
             port,
+            tls,
         };
         cluster.start_again();
         let admin = cluster.connect("postgres").await;
@@ -121,9 +233,39 @@ impl Cluster {
         self.connect("aura").await
     }
 
-    /// The edge's connection string (logs in as `authenticator`).
+    /// The edge's connection string (logs in as `authenticator`), over TLS with the server's
+    /// certificate and name verified; `AURA_TEST_DB_SSLMODE` picks another sslmode.
     pub fn authenticator_url(&self) -> String {
-        format!("postgresql://authenticator@127.0.0.1:{}/aura", self.port)
+        let mode = std::env::var("AURA_TEST_DB_SSLMODE").unwrap_or_else(|_| "verify-full".into());
+        self.authenticator_url_with(&format!(
+            "sslmode={mode}&sslrootcert={}",
+            self.tls.ca.display()
+        ))
+    }
+
+    /// The edge's connection string with these query parameters.
+    pub fn authenticator_url_with(&self, params: &str) -> String {
+        format!(
+            "postgresql://authenticator@127.0.0.1:{}/aura?{params}",
+            self.port
+        )
+    }
+
+    /// Serve another certificate (TLS settings are reloaded without a restart).
+    pub async fn serve_certificate(&self, cert: &Path, key: &Path) {
+        let admin = self.connect("postgres").await;
+        for statement in [
+            format!("ALTER SYSTEM SET ssl_cert_file = '{}'", cert.display()),
+            format!("ALTER SYSTEM SET ssl_key_file = '{}'", key.display()),
+            "SELECT pg_reload_conf()".to_owned(),
+        ] {
+            admin
+                .batch_execute(&statement)
+                .await
+                .expect("switch certificate");
+        }
+        // The postmaster reloads asynchronously; new connections see it shortly.
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     }
 }
 
@@ -139,16 +281,32 @@ impl Drop for Cluster {
 /// The edge, in this process, serving real HTTP on a free port.
 pub struct Edge {
     pub url: String,
+    /// One HTTP client per edge (building one reads the system's root certificates).
+    pub client: reqwest::Client,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 impl Edge {
     pub async fn start(cluster: &Cluster, pool_size: usize) -> Edge {
-        let mut config = edge::Config::new(
+        Edge::start_with(cluster, |config| config.pool_size = pool_size).await
+    }
+
+    /// The edge's test configuration for this cluster, as [`Edge::start_with`] begins with.
+    pub fn config(cluster: &Cluster) -> edge::Config {
+        edge::Config::new(
             cluster.authenticator_url(),
             edge::JwtConfig::hs256(JWT_SECRET),
-        );
-        config.pool_size = pool_size;
+        )
+    }
+
+    /// The edge with its configuration adjusted by `adjust`.
+    pub async fn start_with(cluster: &Cluster, adjust: impl FnOnce(&mut edge::Config)) -> Edge {
+        let mut config = Edge::config(cluster);
+        adjust(&mut config);
+        Edge::start_config(config).await
+    }
+
+    pub async fn start_config(config: edge::Config) -> Edge {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -163,6 +321,7 @@ impl Edge {
         });
         Edge {
             url,
+            client: reqwest::Client::new(),
             shutdown: Some(tx),
         }
     }
@@ -274,7 +433,8 @@ pub async fn rpc(
     function: &str,
     body: &str,
 ) -> (u16, reqwest::header::HeaderMap, Value) {
-    let mut req = reqwest::Client::new()
+    let mut req = edge
+        .client
         .post(format!("{}/rest/v1/rpc/{function}", edge.url))
         .header("content-type", "application/json")
         .body(body.to_string());
@@ -291,7 +451,7 @@ pub async fn rpc(
 
 /// GET with an optional token; returns (status, body).
 pub async fn get(edge: &Edge, token: Option<&str>, path: &str) -> (u16, Value) {
-    let mut req = reqwest::Client::new().get(format!("{}{path}", edge.url));
+    let mut req = edge.client.get(format!("{}{path}", edge.url));
     if let Some(t) = token {
         req = req.bearer_auth(t);
     }
@@ -302,6 +462,19 @@ pub async fn get(edge: &Edge, token: Option<&str>, path: &str) -> (u16, Value) {
         status,
         serde_json::from_str(&text).unwrap_or(Value::String(text)),
     )
+}
+
+/// Installs `api.test_sleep(seconds)`, a deliberately slow read, in this cluster only.
+pub async fn install_test_sleep(admin: &tokio_postgres::Client) {
+    admin
+        .batch_execute(
+            "CREATE FUNCTION api.test_sleep(seconds double precision) RETURNS text
+               LANGUAGE sql STABLE AS $$ SELECT pg_sleep(seconds)::text || 'slept' $$;
+             REVOKE ALL ON FUNCTION api.test_sleep(double precision) FROM PUBLIC;
+             GRANT EXECUTE ON FUNCTION api.test_sleep(double precision) TO authenticated;",
+        )
+        .await
+        .expect("api.test_sleep");
 }
 
 /// The PostgREST error body: exactly code, message, details, hint.

@@ -38,8 +38,27 @@ async fn tokens_and_requests_are_checked() {
         b64(&json!({"alg": "none", "typ": "JWT"})),
         b64(&good)
     );
+    let mut dashless = good.clone();
+    dashless["sub"] = json!(m.user_id.replace('-', ""));
+    let mut braced = good.clone();
+    braced["sub"] = json!(format!("{{{}}}", m.user_id));
+    let critical = {
+        let header = jsonwebtoken::Header {
+            crit: Some(vec!["exp".to_owned()]),
+            ..Default::default()
+        };
+        jsonwebtoken::encode(
+            &header,
+            &good,
+            &jsonwebtoken::EncodingKey::from_secret(JWT_SECRET.as_bytes()),
+        )
+        .expect("sign")
+    };
     let cases: Vec<(&str, Option<String>, &str)> = vec![
         ("no token", None, "PGRST302"),
+        ("sub without dashes", Some(sign(&dashless)), "PGRST301"),
+        ("braced sub", Some(sign(&braced)), "PGRST301"),
+        ("crit header", Some(critical), "PGRST301"),
         (
             "forged signature",
             Some(sign_with(&good, "another-secret-that-is-32-bytes-long!!")),
@@ -113,6 +132,84 @@ async fn tokens_and_requests_are_checked() {
     // GET is for STABLE functions only.
     let (status, body) = get(&edge, t, "/rest/v1/rpc/update_workspace?name=x").await;
     assert_eq!(status, 405, "{body}");
+
+    // Nothing the client sent is echoed back unbounded: a 500 KB argument name, a 500 KB
+    // value PostgreSQL cannot convert.
+    let huge = "a".repeat(500_000);
+    for (f, body, code) in [
+        ("whoami", json!({ huge.clone(): 1 }), "PGRST202"),
+        ("test_double", json!({ "n": huge.clone() }), "22P02"),
+    ] {
+        let response = edge
+            .client
+            .post(format!("{}/rest/v1/rpc/{f}", edge.url))
+            .bearer_auth(&token)
+            .json(&body)
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(
+            response.status().as_u16(),
+            if code == "22P02" { 400 } else { 404 }
+        );
+        let text = response.text().await.expect("body");
+        assert!(text.len() < 2_000, "{f}: a {} byte error", text.len());
+        let res: serde_json::Value = serde_json::from_str(&text).expect("json");
+        assert_error_body(&res, code);
+        assert!(
+            res["message"].as_str().is_some_and(|m| m.contains("aaaa")),
+            "{res}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn allow_headers_tell_the_truth() {
+    let Seeded {
+        edge,
+        members,
+        admin: _admin,
+        cluster: _cluster,
+    } = Seeded::start("allow", 2).await;
+    let token = members[0].token();
+    let request = |method: &str, path: &str| {
+        edge.client
+            .request(
+                reqwest::Method::from_bytes(method.as_bytes()).expect("method"),
+                format!("{}{path}", edge.url),
+            )
+            .bearer_auth(&token)
+    };
+    // (method, function, status, Allow)
+    let cases = [
+        ("OPTIONS", "update_workspace", 200, "OPTIONS, POST"),
+        ("OPTIONS", "get_workspace", 200, "GET, HEAD, OPTIONS, POST"),
+        ("PUT", "update_workspace", 405, "OPTIONS, POST"),
+        ("DELETE", "get_workspace", 405, "GET, HEAD, OPTIONS, POST"),
+        ("GET", "update_workspace", 405, "OPTIONS, POST"),
+    ];
+    for (method, f, status, allow) in cases {
+        let response = request(method, &format!("/rest/v1/rpc/{f}"))
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(response.status().as_u16(), status, "{method} {f}");
+        assert_eq!(response.headers()["allow"], allow, "{method} {f}");
+        if status == 405 {
+            let body: serde_json::Value = response.json().await.expect("json");
+            assert_error_body(&body, "PGRST101");
+            let message = body["message"].as_str().unwrap_or_default();
+            assert_eq!(message.contains("GET"), allow.contains("GET"), "{message}");
+        }
+    }
+    let response = request("OPTIONS", "/rest/v1/rpc/no_such_function")
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(response.status().as_u16(), 404);
+    let response = request("POST", "/rest/v1/").send().await.expect("send");
+    assert_eq!(response.status().as_u16(), 405);
+    assert_eq!(response.headers()["allow"], "GET, HEAD, OPTIONS");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -19,6 +19,8 @@ async fn members_see_and_change_only_their_own_tenant() {
         assert_eq!(who["user_id"], m.user_id.as_str());
         assert_eq!(who["tenant_id"], m.tenant_id.as_str());
         assert_eq!(who["role"], m.role.as_str());
+        // The account's email, not the token's claim (`{user_id}@example.test` here).
+        assert_eq!(who["email"], m.email.as_str(), "{who}");
 
         let (status, ws) = get(&edge, Some(&token), "/rest/v1/rpc/get_workspace").await;
         assert_eq!(status, 200, "{ws}");

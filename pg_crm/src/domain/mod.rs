@@ -5,4 +5,6 @@
 
 pub mod claims;
 pub mod roles;
+pub mod timezone;
+pub mod web_url;
 pub mod workspace;

@@ -1,11 +1,11 @@
 //! Workspace metadata rules (PRD F1.2, F1.3): what a tenant's name, slug, logo URL,
 //! industry and timezone may be, and how a partial update reads.
 
+use crate::domain::{timezone, web_url};
 use crate::error::CrmError;
 
 pub const NAME_MAX: usize = 200;
 pub const INDUSTRY_MAX: usize = 100;
-pub const URL_MAX: usize = 2048;
 pub const SLUG_MAX: usize = 63;
 pub const EMAIL_MAX: usize = 255;
 
@@ -34,7 +34,7 @@ pub struct WorkspacePatch {
     pub name: Change,
     pub logo_url: Change,
     pub industry: Change,
-    /// Syntactically plausible; whether PostgreSQL knows the zone is checked in SQL.
+    /// An IANA zone name in its IANA spelling.
     pub timezone: Change,
 }
 
@@ -52,11 +52,11 @@ impl WorkspacePatch {
                 None => Change::Keep,
                 Some(n) => Change::Set(tenant_name(n)?),
             },
-            logo_url: optional(logo_url, |u| http_url("logo_url", u))?,
+            logo_url: optional(logo_url, |u| web_url::http_url("logo_url", u))?,
             industry: optional(industry, |i| bounded_text("industry", i, INDUSTRY_MAX))?,
             timezone: match timezone {
                 None => Change::Keep,
-                Some(tz) => Change::Set(timezone_name(tz)?),
+                Some(tz) => Change::Set(timezone::canonical("timezone", tz)?.to_string()),
             },
         })
     }
@@ -96,52 +96,6 @@ fn bounded_text(field: &'static str, value: &str, max: usize) -> Result<String, 
         ));
     }
     Ok(v.to_string())
-}
-
-/// An absolute http(s) URL without whitespace, at most 2048 characters.
-pub fn http_url(field: &'static str, url: &str) -> Result<String, CrmError> {
-    let u = url.trim();
-    let lower = u.to_ascii_lowercase();
-    let rest = lower
-        .strip_prefix("https://")
-        .or_else(|| lower.strip_prefix("http://"))
-        .ok_or_else(|| CrmError::invalid(field, "must be an http:// or https:// URL"))?;
-    let host = rest.split(['/', '?', '#']).next().unwrap_or_default();
-    if host.is_empty() || u.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(CrmError::invalid(
-            field,
-            "must be an http:// or https:// URL with a host",
-        ));
-    }
-    if u.len() > URL_MAX {
-        return Err(CrmError::invalid(
-            field,
-            format!("must be at most {URL_MAX} characters"),
-        ));
-    }
-    Ok(u.to_string())
-}
-
-/// An IANA zone name's shape ("UTC", "Europe/Berlin", "America/Argentina/Buenos_Aires",
-/// "Etc/GMT+5"). Only the shape: the database checks the zone exists.
-pub fn timezone_name(tz: &str) -> Result<String, CrmError> {
-    let t = tz.trim();
-    let ok = !t.is_empty()
-        && t.len() <= 64
-        && t.split('/').all(|part| {
-            !part.is_empty()
-                && part
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '+'))
-        });
-    if ok {
-        Ok(t.to_string())
-    } else {
-        Err(CrmError::invalid(
-            "timezone",
-            "must be an IANA time zone name such as Europe/Berlin",
-        ))
-    }
 }
 
 /// A workspace slug: lowercase letters, digits and inner hyphens, 1 to 63 characters.
@@ -259,39 +213,16 @@ mod unit {
     }
 
     #[test]
-    fn urls() {
-        assert_eq!(
-            http_url("u", " https://cdn.example.com/logo.png ").unwrap(),
-            "https://cdn.example.com/logo.png"
-        );
-        assert!(http_url("u", "HTTP://Example.com").is_ok());
-        assert!(http_url("u", "ftp://example.com/x").is_err());
-        assert!(http_url("u", "https://exa mple.com").is_err());
-        assert!(http_url("u", "https:///path").is_err());
-        assert!(http_url("u", &format!("https://e.com/{}", "a".repeat(URL_MAX))).is_err());
-    }
-
-    #[test]
-    fn timezones() {
-        for tz in [
-            "UTC",
-            "Europe/Berlin",
-            "America/Argentina/Buenos_Aires",
-            "Etc/GMT+5",
-            "America/Port-au-Prince",
-        ] {
-            assert!(timezone_name(tz).is_ok(), "{tz}");
-        }
-        for tz in [
-            "",
-            "/",
-            "Europe//Berlin",
-            "Europe/Berlin'",
-            "Europe/Berlin; drop",
-            &"A".repeat(65),
-        ] {
-            assert!(timezone_name(tz).is_err(), "{tz}");
-        }
+    fn urls_and_zones_are_normalised() {
+        let p = WorkspacePatch::parse(
+            None,
+            Some("HTTPS://Cdn.Example.com"),
+            None,
+            Some("europe/berlin"),
+        )
+        .unwrap();
+        assert_eq!(p.logo_url, Change::Set("https://cdn.example.com/".into()));
+        assert_eq!(p.timezone, Change::Set("Europe/Berlin".into()));
     }
 
     #[test]
