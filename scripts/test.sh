@@ -37,8 +37,8 @@ say "regression suite (pgrx-tests/)"
 (cd pg_crm && cargo pgrx install --pg-config "$PGC" >/dev/null)
 pgrx-tests/run.sh "$PGC"
 
-say "upgrades from released versions equal a fresh install"
-pgrx-tests/upgrade.sh "$PGC"
+say "install guard, upgrades from released versions, dump and restore"
+pgrx-tests/lifecycle.sh "$PGC"
 
 say "edge unit tests and integration tests (tests/)"
 AURA_TEST_PG_CONFIG=$PGC cargo test -p edge -p aura-tests

@@ -1,29 +1,37 @@
 -- pg_crm schema: schemas, the table owner, request-context helpers, core tables and their
 -- row-level security. Grants are not here: every grant is written out in grants.sql.
 
--- `supabase_compat.sql` ran just before this inside the extension script. Whatever it had
--- to create became a member of pg_crm; release it, so `DROP EXTENSION pg_crm` can never
--- drop `auth.users` (which belongs to the auth service, not to the CRM).
-DO $release$
+-- On plain PostgreSQL pg_crm is the auth service, so the auth objects supabase_compat.sql
+-- provides belong to the extension: those it created just now are members already, and
+-- those an earlier run created (supabase_compat.sql applied on its own, or pg_crm 0.1.0,
+-- which released them) are adopted. auth.users is registered for pg_dump with the CRM's
+-- tables, so a dump carries its rows and restores without re-creating what CREATE
+-- EXTENSION creates. Where an auth service manages the schema (Supabase: GoTrue keeps its
+-- migrations in auth.schema_migrations), nothing in it is pg_crm's and nothing is touched.
+DO $adopt$
 DECLARE
-    member record;
+    object record;
 BEGIN
-    FOR member IN
-        SELECT pg_catalog.pg_describe_object(d.classid, d.objid, 0) AS what
-        FROM pg_catalog.pg_depend d
-        JOIN pg_catalog.pg_extension e ON e.oid = d.refobjid AND e.extname = 'pg_crm'
-        WHERE d.deptype = 'e'
-          AND (  (d.classid = 'pg_catalog.pg_namespace'::regclass AND d.objid = 'auth'::regnamespace)
-              OR (d.classid = 'pg_catalog.pg_class'::regclass
-                  AND (SELECT relnamespace FROM pg_catalog.pg_class WHERE oid = d.objid) = 'auth'::regnamespace)
-              OR (d.classid = 'pg_catalog.pg_proc'::regclass
-                  AND (SELECT pronamespace FROM pg_catalog.pg_proc WHERE oid = d.objid) = 'auth'::regnamespace))
-        ORDER BY d.classid = 'pg_catalog.pg_namespace'::regclass  -- the schema last
+    IF pg_catalog.to_regclass('auth.schema_migrations') IS NOT NULL THEN
+        RETURN;
+    END IF;
+    FOR object IN
+        SELECT pg_catalog.pg_describe_object(o.classid, o.objid, 0) AS what
+          FROM (VALUES ('pg_catalog.pg_namespace'::regclass, 'auth'::regnamespace::oid),
+                       ('pg_catalog.pg_class'::regclass, 'auth.users'::regclass::oid),
+                       ('pg_catalog.pg_proc'::regclass, 'auth.uid()'::regprocedure::oid),
+                       ('pg_catalog.pg_proc'::regclass, 'auth.role()'::regprocedure::oid),
+                       ('pg_catalog.pg_proc'::regclass, 'auth.jwt()'::regprocedure::oid))
+               AS o(classid, objid)
+         WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d
+                            WHERE d.classid = o.classid AND d.objid = o.objid AND d.deptype = 'e')
+         ORDER BY o.classid <> 'pg_catalog.pg_namespace'::regclass  -- the schema first
     LOOP
-        EXECUTE pg_catalog.format('ALTER EXTENSION pg_crm DROP %s', member.what);
+        EXECUTE pg_catalog.format('ALTER EXTENSION pg_crm ADD %s', object.what);
     END LOOP;
+    PERFORM pg_catalog.pg_extension_config_dump('auth.users', '');
 END
-$release$;
+$adopt$;
 
 -- Tables are owned by a role nobody logs in as, so no connection ever holds owner rights.
 DO $owner$
@@ -65,25 +73,37 @@ CREATE FUNCTION crm_private.tenant_role() RETURNS pg_catalog.text
     AS $$ SELECT nullif(pg_catalog.current_setting('app.tenant_role', true), '') $$;
 COMMENT ON FUNCTION crm_private.tenant_role() IS 'The current user''s role in the current tenant (admin, manager, rep), or NULL.';
 
--- created_at/updated_at/created_by/updated_by belong to the database, not to callers.
+-- created_at/updated_at/created_by/updated_by belong to the database, not to callers: inside
+-- a request (the gate has set a user) they are always the database's. Without one, an
+-- operator or a restore is writing: an INSERT keeps the stamps it supplies (pg_dump's COPY
+-- carries the original ones) and the column defaults fill in the rest.
 CREATE FUNCTION crm_private.stamp_row() RETURNS trigger
     LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp
     AS $$
+DECLARE
+    actor uuid := crm_private.user_id();
 BEGIN
     IF TG_OP = 'INSERT' THEN
-        NEW.created_at := now();
-        NEW.created_by := crm_private.user_id();
-    ELSE
-        NEW.created_at := OLD.created_at;
-        NEW.created_by := OLD.created_by;
+        IF actor IS NOT NULL THEN
+            NEW.created_at := now();
+            NEW.created_by := actor;
+            NEW.updated_at := now();
+            NEW.updated_by := actor;
+        ELSE
+            NEW.created_at := coalesce(NEW.created_at, now());
+            NEW.updated_at := coalesce(NEW.updated_at, NEW.created_at);
+        END IF;
+        RETURN NEW;
     END IF;
+    NEW.created_at := OLD.created_at;
+    NEW.created_by := OLD.created_by;
     NEW.updated_at := now();
-    NEW.updated_by := crm_private.user_id();
+    NEW.updated_by := actor;
     RETURN NEW;
 END
 $$;
-COMMENT ON FUNCTION crm_private.stamp_row() IS 'Trigger: maintains created_at, updated_at, created_by, updated_by.';
+COMMENT ON FUNCTION crm_private.stamp_row() IS 'Trigger: maintains created_at, updated_at, created_by, updated_by (an INSERT without a request context, by an operator or a restore, keeps the stamps it supplies).';
 
 --------------------------------------------------------------------------------------------
 -- core.tenants: one row per customer workspace. Its `id` is the tenant id every other
@@ -94,7 +114,7 @@ CREATE TABLE core.tenants (
     id uuid NOT NULL DEFAULT gen_random_uuid(),
     name text NOT NULL CHECK (pg_catalog.char_length(pg_catalog.btrim(name)) BETWEEN 1 AND 200),
     slug text NOT NULL CHECK (slug ~ '^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$'),
-    logo_url text CHECK (logo_url ~* '^https?://[^\s"''`<>\\]+$' AND pg_catalog.char_length(logo_url) <= 2048),
+    logo_url text CHECK (logo_url ~* '^https?://[^\s[:cntrl:]"''`<>\\]+$' AND pg_catalog.char_length(logo_url) <= 2048),
     industry text CHECK (pg_catalog.char_length(industry) BETWEEN 1 AND 100),
     timezone text NOT NULL DEFAULT 'UTC' CHECK (pg_catalog.char_length(timezone) BETWEEN 1 AND 64),
     status text NOT NULL DEFAULT 'active' CHECK (status IN ('active', 'suspended')),
@@ -121,7 +141,7 @@ CREATE TABLE core.memberships (
     role text NOT NULL CHECK (role IN ('admin', 'manager', 'rep')),
     status text NOT NULL DEFAULT 'active' CHECK (status IN ('active', 'deactivated')),
     display_name text CHECK (pg_catalog.char_length(display_name) BETWEEN 1 AND 200),
-    avatar_url text CHECK (avatar_url ~* '^https?://[^\s"''`<>\\]+$' AND pg_catalog.char_length(avatar_url) <= 2048),
+    avatar_url text CHECK (avatar_url ~* '^https?://[^\s[:cntrl:]"''`<>\\]+$' AND pg_catalog.char_length(avatar_url) <= 2048),
     department text CHECK (pg_catalog.char_length(department) BETWEEN 1 AND 100),
     created_at timestamptz NOT NULL DEFAULT now(),
     updated_at timestamptz NOT NULL DEFAULT now(),

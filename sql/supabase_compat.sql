@@ -6,9 +6,10 @@
 -- in GoTrue's column layout, and `auth.uid()`, `auth.role()`, `auth.jwt()` defined as
 -- Supabase defines them (reading the request's JWT claims from `request.jwt.claims`).
 --
--- `make run` applies it before `CREATE EXTENSION pg_crm`; the extension also runs it
--- itself (and then releases whatever it created, so dropping the extension never drops
--- `auth.users`), so `CREATE EXTENSION pg_crm` alone works on a fresh server too.
+-- `CREATE EXTENSION pg_crm` runs this file first, so the extension alone works on a fresh
+-- server; on plain PostgreSQL what it creates belongs to the extension (and to its dumps),
+-- see the $adopt$ block in schema.sql. Applying it on its own before, as `make run` and the
+-- Docker image do, is harmless: the extension adopts what it finds.
 
 DO $compat$
 BEGIN

@@ -11,8 +11,16 @@
 //! A request whose client goes away is dropped mid-statement by the HTTP server. Its
 //! connection then does not simply return to the pool with the statement still running (and
 //! holding it for up to the statement timeout): the [`InFlight`] guard takes it aside, sends
-//! PostgreSQL a cancel request, rolls back, and only then releases it. Holding the connection
-//! until the rollback is done also means the cancel can never hit the next request on it.
+//! PostgreSQL a cancel request, waits for a rollback so the statement has surely ended, and
+//! closes the connection. It is never reused: the server delivers a cancel asynchronously, so
+//! a late one could otherwise hit whichever request (of whichever tenant) runs on it next.
+//! The request's fairness turn stays held until then, so a tenant that keeps hanging up on
+//! heavy calls cannot exceed its share of the database either.
+//!
+//! Nothing waits on the database without a limit: the request's statements get the statement
+//! timeout plus a margin (a half-open connection after a failover would otherwise hang until
+//! TCP keepalive notices, hours later), the pool and the fairness queue have their waits, and
+//! TCP keepalives and `tcp_user_timeout` are set unless the connection string sets them.
 //!
 //! A database outage must end in 503s, not hangs, and must heal by itself: connects and pool
 //! waits have timeouts, clients whose connection failed are detached from the pool instead of
@@ -22,7 +30,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::http::StatusCode;
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
 use serde_json::{Map, Value};
 use tokio_postgres::types::{ToSql, Type};
@@ -31,7 +38,7 @@ use tokio_postgres::CancelToken;
 use crate::catalog::Catalog;
 use crate::config::Config;
 use crate::error::{is_connection_error, Error};
-use crate::fairness::Fairness;
+use crate::fairness::{Fairness, Turn};
 use crate::jwt::Verified;
 use crate::pgtls::{DbTarget, MakeRustls, SslMode};
 use crate::rpc::Call;
@@ -40,9 +47,14 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 const POOL_WAIT_TIMEOUT: Duration = Duration::from_secs(5);
 const RECYCLE_TIMEOUT: Duration = Duration::from_secs(2);
 const READY_TIMEOUT: Duration = Duration::from_secs(2);
-/// How long an abandoned request's cancel and rollback may take before its connection is
-/// closed instead.
+/// How long an abandoned request's cancel and rollback may take.
 const ABANDON_TIMEOUT: Duration = Duration::from_secs(5);
+/// Beyond the statement timeout, how long a request's transaction may take in all (round
+/// trips, COMMIT) before its connection is presumed dead.
+const TRANSACTION_MARGIN: Duration = Duration::from_secs(5);
+/// TCP settings for pooled connections, unless the connection string has its own.
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(30);
+const TCP_USER_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub const BEGIN_REQUEST_SQL: &str = "SELECT crm_private.begin_request($1::jsonb, $2::uuid)";
 
@@ -53,6 +65,8 @@ pub struct Database {
     fairness: Arc<Fairness>,
     /// The role switch, plus a time limit so no request can hold a pooled connection for long.
     set_role_sql: String,
+    /// The longest a request's transaction may take once it has its connection.
+    transaction_limit: Duration,
     ssl_mode: SslMode,
 }
 
@@ -69,6 +83,12 @@ impl Database {
         }
         if pg.get_application_name().is_none() {
             pg.application_name("aura-edge");
+        }
+        if pg.get_keepalives_idle() == Duration::from_secs(2 * 60 * 60) {
+            pg.keepalives_idle(KEEPALIVE_IDLE); // tokio-postgres's default is two hours
+        }
+        if pg.get_tcp_user_timeout().is_none() {
+            pg.tcp_user_timeout(TCP_USER_TIMEOUT);
         }
         let manager = Manager::from_config(
             pg,
@@ -97,6 +117,7 @@ impl Database {
                 "SET LOCAL ROLE authenticated; SET LOCAL statement_timeout = {}",
                 config.statement_timeout.as_millis().max(1)
             ),
+            transaction_limit: config.statement_timeout + TRANSACTION_MARGIN,
             ssl_mode,
         })
     }
@@ -122,7 +143,7 @@ impl Database {
         call: &Call,
         args: &Map<String, Value>,
     ) -> Result<Value, Error> {
-        let _turn = self.fairness.acquire(who.tenant_id).await?;
+        let mut turn = Some(self.fairness.acquire(who.tenant_id).await?);
         let args = Value::Object(args.clone());
         let begin = if read_only {
             "BEGIN READ ONLY"
@@ -131,11 +152,12 @@ impl Database {
         };
         let mut retried = false;
         loop {
-            let request = InFlight::new(self.pool.get().await?, self.tls.clone());
+            let client = self.pool.get().await?;
+            let request = InFlight::new(client, self.tls.clone(), turn.take());
             match request.client().batch_execute(begin).await {
                 Ok(()) => {}
                 Err(e) if is_connection_error(&e) && !retried => {
-                    request.discard();
+                    turn = request.discard();
                     retried = true;
                     continue;
                 }
@@ -144,8 +166,17 @@ impl Database {
                     return Err(Error::from(e));
                 }
             }
-            let outcome =
-                in_transaction(request.client(), &self.set_role_sql, who, call, &args).await;
+            let work = in_transaction(request.client(), &self.set_role_sql, who, call, &args);
+            let outcome = match tokio::time::timeout(self.transaction_limit, work).await {
+                Ok(outcome) => outcome,
+                // The server enforces the statement timeout; no answer past it means the
+                // connection is gone. Dropping `request` cancels and discards it.
+                Err(_) => {
+                    return Err(Error::Unavailable(
+                        "the database did not answer within the statement timeout".to_owned(),
+                    ))
+                }
+            };
             return request.finish(outcome).await;
         }
     }
@@ -153,32 +184,39 @@ impl Database {
     /// Reads the `api` catalog as the authenticator.
     pub async fn load_catalog(&self) -> Result<Catalog, Error> {
         let client = self.pool.get().await?;
-        match Catalog::load(&client).await {
-            Ok(catalog) => Ok(catalog),
-            Err(e) if is_connection_error(&e) || client.is_closed() => {
+        match tokio::time::timeout(self.transaction_limit, Catalog::load(&client)).await {
+            Ok(Ok(catalog)) => Ok(catalog),
+            Ok(Err(e)) if is_connection_error(&e) || client.is_closed() => {
                 discard(client);
                 Err(Error::Unavailable(e.to_string()))
             }
             // A catalog query failing otherwise is a deployment problem, not the client's.
-            Err(e) => Err(Error::Internal(format!("loading the api catalog: {e}"))),
+            Ok(Err(e)) => Err(Error::Internal(format!("loading the api catalog: {e}"))),
+            Err(_) => {
+                discard(client);
+                Err(Error::Unavailable(
+                    "loading the api catalog timed out".to_owned(),
+                ))
+            }
         }
     }
 
-    /// `SELECT 1` through the pool within [`READY_TIMEOUT`].
+    /// `SELECT 1` through the pool within [`READY_TIMEOUT`]; a connection that does not answer
+    /// in time is closed, not returned with its query still pending.
     pub async fn ready(&self) -> Result<(), Error> {
-        let check = async {
-            let client = self.pool.get().await?;
-            match client.simple_query("SELECT 1").await {
-                Ok(_) => Ok(()),
-                Err(e) => {
-                    discard(client);
-                    Err(Error::Unavailable(e.to_string()))
-                }
+        let client = tokio::time::timeout(READY_TIMEOUT, self.pool.get())
+            .await
+            .map_err(|_| Error::Unavailable("readiness check timed out".to_owned()))??;
+        match tokio::time::timeout(READY_TIMEOUT, client.simple_query("SELECT 1")).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => {
+                discard(client);
+                Err(Error::Unavailable(e.to_string()))
             }
-        };
-        match tokio::time::timeout(READY_TIMEOUT, check).await {
-            Ok(result) => result,
-            Err(_) => Err(Error::Unavailable("readiness check timed out".to_owned())),
+            Err(_) => {
+                discard(client);
+                Err(Error::Unavailable("readiness check timed out".to_owned()))
+            }
         }
     }
 }
@@ -269,21 +307,34 @@ async fn in_transaction(
     Ok(value)
 }
 
-/// A pooled connection inside a request's transaction. Finished requests return it to the
-/// pool (rolled back if they failed); a request dropped before it finished (its client went
-/// away) hands it to a task that cancels the running statement and rolls back first.
+/// Whether an error means the connection itself can no longer be trusted (as opposed to an
+/// error a statement raised, after which a rollback makes it clean again).
+fn breaks_connection(e: &Error) -> bool {
+    match e {
+        Error::Unavailable(_) => true,
+        Error::Db(db) => crate::error::is_unavailable_sqlstate(&db.code),
+        _ => false,
+    }
+}
+
+/// A pooled connection inside a request's transaction, with the tenant's fairness turn.
+/// Finished requests return the connection to the pool (rolled back if they failed); a
+/// request dropped before it finished (its client went away, or it timed out) hands both to
+/// [`abandon`].
 struct InFlight {
     client: Option<Object>,
     cancel: CancelToken,
     tls: MakeRustls,
+    turn: Option<Turn>,
 }
 
 impl InFlight {
-    fn new(client: Object, tls: MakeRustls) -> InFlight {
+    fn new(client: Object, tls: MakeRustls, turn: Option<Turn>) -> InFlight {
         InFlight {
             cancel: client.cancel_token(),
             client: Some(client),
             tls,
+            turn,
         }
     }
 
@@ -291,29 +342,28 @@ impl InFlight {
         self.client.as_ref().expect("present until finished")
     }
 
-    /// Closes the connection instead of returning it.
-    fn discard(mut self) {
+    /// Closes the connection instead of returning it; gives the turn back to the caller.
+    fn discard(mut self) -> Option<Turn> {
         if let Some(client) = self.client.take() {
             discard(client);
         }
+        self.turn.take()
     }
 
-    /// Ends the request: after an error, rolls back (or discards a broken connection).
+    /// Ends the request: after an error, rolls back (or closes a broken connection). The
+    /// connection stays in the guard until then, so a drop mid-rollback still cleans up.
     async fn finish(mut self, outcome: Result<Value, Error>) -> Result<Value, Error> {
-        let client = self.client.take().expect("present until finished");
-        match &outcome {
-            Ok(_) => drop(client),
-            Err(e)
-                if e.status_and_code().0 == StatusCode::SERVICE_UNAVAILABLE
-                    || client.is_closed() =>
-            {
-                discard(client)
+        if let Err(e) = &outcome {
+            if breaks_connection(e) || self.client().is_closed() {
+                self.discard();
+                return outcome;
             }
-            Err(_) => match client.batch_execute("ROLLBACK").await {
-                Ok(()) => drop(client),
-                Err(_) => discard(client),
-            },
+            if self.client().batch_execute("ROLLBACK").await.is_err() {
+                self.discard();
+                return outcome;
+            }
         }
+        self.client.take(); // back to the pool
         outcome
     }
 }
@@ -323,38 +373,36 @@ impl Drop for InFlight {
         let Some(client) = self.client.take() else {
             return;
         };
+        let turn = self.turn.take();
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => {
                 let (cancel, tls) = (self.cancel.clone(), self.tls.clone());
-                runtime.spawn(abandon(client, cancel, tls));
+                runtime.spawn(abandon(client, cancel, tls, turn));
             }
             Err(_) => discard(client),
         }
     }
 }
 
-/// The client went away mid-request: stop what it started, then release the connection.
-async fn abandon(client: Object, cancel: CancelToken, tls: MakeRustls) {
+/// The request was dropped mid-transaction: cancel its statement, wait for a rollback (so it
+/// has surely ended), then close the connection and only then give back the tenant's turn.
+async fn abandon(client: Object, cancel: CancelToken, tls: MakeRustls, turn: Option<Turn>) {
     let cleaned = tokio::time::timeout(ABANDON_TIMEOUT, async {
-        cancel.cancel_query(tls).await.map_err(|e| e.to_string())?;
-        client
+        let canceled = cancel.cancel_query(tls).await.map_err(|e| e.to_string());
+        // Even if the cancel request failed (a pooler that does not forward them), the
+        // rollback waits for the statement to end, up to the timeout.
+        let rolled_back = client
             .batch_execute("ROLLBACK")
             .await
-            .map_err(|e| e.to_string())
+            .map_err(|e| e.to_string());
+        canceled.and(rolled_back)
     })
     .await;
     match cleaned {
-        Ok(Ok(())) => {
-            tracing::debug!("abandoned request: statement canceled and rolled back");
-            drop(client);
-        }
-        Ok(Err(e)) => {
-            tracing::warn!(error = %e, "abandoned request: cleanup failed; closing its connection");
-            discard(client);
-        }
-        Err(_) => {
-            tracing::warn!("abandoned request: cleanup timed out; closing its connection");
-            discard(client);
-        }
+        Ok(Ok(())) => tracing::debug!("abandoned request: statement canceled and rolled back"),
+        Ok(Err(e)) => tracing::warn!(error = %e, "abandoned request: cleanup failed"),
+        Err(_) => tracing::warn!("abandoned request: cleanup timed out"),
     }
+    discard(client);
+    drop(turn);
 }

@@ -200,7 +200,7 @@ pub fn is_connection_error(e: &tokio_postgres::Error) -> bool {
     }
 }
 
-fn is_unavailable_sqlstate(code: &str) -> bool {
+pub(crate) fn is_unavailable_sqlstate(code: &str) -> bool {
     code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03")
 }
 

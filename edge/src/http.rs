@@ -19,7 +19,7 @@ use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde_json::json;
 use uuid::Uuid;
@@ -30,12 +30,14 @@ use crate::db::Database;
 use crate::error::{cut, Error, InternalDetail};
 use crate::jwt::{Verified, Verifier};
 use crate::rpc;
+use crate::server::Connection;
 
 /// How often at most an unknown function name triggers a catalog reload.
 const CATALOG_REFRESH_INTERVAL: Duration = Duration::from_secs(5);
-/// `/ready` is unauthenticated: it asks the database at most this often, whatever the rate
-/// of probes, so a flood of them cannot take pooled connections from tenants.
-const READY_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+/// `/ready` is unauthenticated: it asks the database at most once at a time (probes that
+/// arrive meanwhile get the last answer) and reuses a success for this long, so a flood of
+/// probes can neither take pooled connections from tenants nor queue up behind a slow check.
+const READY_OK_FOR: Duration = Duration::from_secs(1);
 
 /// `Allow` of the read-only routes (`/health`, `/ready`, `/rest/v1/`).
 const ALLOW_READ: &str = "GET, HEAD, OPTIONS";
@@ -50,8 +52,10 @@ pub struct AppState {
     catalog: RwLock<Option<Arc<Catalog>>>,
     /// Serializes reloads and remembers when the last one happened.
     reload: tokio::sync::Mutex<Option<Instant>>,
-    /// When the database last answered a readiness check.
-    last_ready: tokio::sync::Mutex<Option<Instant>>,
+    /// The last readiness answer and when it was had.
+    last_ready: std::sync::Mutex<Option<(Instant, bool)>>,
+    /// Held while a readiness check runs.
+    ready_check: tokio::sync::Mutex<()>,
 }
 
 /// What the request log may know about a request beyond its method, route and status.
@@ -69,20 +73,36 @@ impl AppState {
             limits,
             catalog: RwLock::new(None),
             reload: tokio::sync::Mutex::new(None),
-            last_ready: tokio::sync::Mutex::new(None),
+            last_ready: std::sync::Mutex::new(None),
+            ready_check: tokio::sync::Mutex::new(()),
         }
     }
 
-    /// Whether the database answers. A success counts for [`READY_CHECK_INTERVAL`]; probes
-    /// arriving while a check runs wait for it rather than starting their own.
+    /// Whether the database answers: a recent success, the last answer while a check runs,
+    /// or a new check.
     async fn ready(&self) -> Result<(), Error> {
-        let mut last_ok = self.last_ready.lock().await;
-        if last_ok.is_some_and(|at| at.elapsed() < READY_CHECK_INTERVAL) {
-            return Ok(());
+        let last = *self.last_ready.lock().unwrap_or_else(|p| p.into_inner());
+        let answer = |ok: bool| {
+            if ok {
+                Ok(())
+            } else {
+                Err(Error::Unavailable(
+                    "the last readiness check failed".to_owned(),
+                ))
+            }
+        };
+        if let Some((at, true)) = last {
+            if at.elapsed() < READY_OK_FOR {
+                return Ok(());
+            }
         }
-        self.db.ready().await?;
-        *last_ok = Some(Instant::now());
-        Ok(())
+        let Ok(_checking) = self.ready_check.try_lock() else {
+            return answer(last.is_some_and(|(_, ok)| ok));
+        };
+        let result = self.db.ready().await;
+        *self.last_ready.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some((Instant::now(), result.is_ok()));
+        result
     }
 
     fn cached_catalog(&self) -> Option<Arc<Catalog>> {
@@ -98,11 +118,18 @@ impl AppState {
     }
 
     /// Loads the catalog. An already loaded one is kept if `rate_limited` and the last attempt
-    /// is younger than [`CATALOG_REFRESH_INTERVAL`], or if not `rate_limited` (another request
-    /// loaded it first). While the database is down, requests queued here fail fast instead of
-    /// each waiting for its own connect timeout.
+    /// ended less than [`CATALOG_REFRESH_INTERVAL`] ago, or if another reload is in flight
+    /// (nobody queues behind it), or if not `rate_limited` (another request loaded it first).
+    /// While the database is down, requests waiting for a first catalog fail fast after the
+    /// one attempt instead of each making its own.
     async fn reload_catalog(&self, rate_limited: bool) -> Result<Arc<Catalog>, Error> {
-        let mut last_attempt = self.reload.lock().await;
+        let mut last_attempt = match (rate_limited, self.cached_catalog()) {
+            (true, Some(current)) => match self.reload.try_lock() {
+                Ok(guard) => guard,
+                Err(_) => return Ok(current),
+            },
+            _ => self.reload.lock().await,
+        };
         let since_last = last_attempt.map(|t| t.elapsed());
         match self.cached_catalog() {
             Some(current)
@@ -117,8 +144,9 @@ impl AppState {
             }
             _ => {}
         }
+        let loaded = self.db.load_catalog().await;
         *last_attempt = Some(Instant::now());
-        let catalog = Arc::new(self.db.load_catalog().await?);
+        let catalog = Arc::new(loaded?);
         if let Ok(mut slot) = self.catalog.write() {
             *slot = Some(catalog.clone());
         }
@@ -138,11 +166,9 @@ impl AppState {
     }
 
     /// The `Allow` header of `/rest/v1/rpc/{name}`, or 404 when there is no such function.
+    /// Unauthenticated, so it answers from the loaded catalog and never triggers a reload.
     async fn rpc_allow(&self, name: &str) -> Result<&'static str, Error> {
-        let mut catalog = self.catalog().await?;
-        if catalog.overloads(name).is_empty() {
-            catalog = self.reload_catalog(true).await?;
-        }
+        let catalog = self.catalog().await?;
         let overloads = catalog.overloads(name);
         if overloads.is_empty() {
             return Err(Error::NoFunction {
@@ -250,8 +276,14 @@ async fn limit_head(State(state): State<Arc<AppState>>, request: Request, next: 
     next.run(request).await
 }
 
-/// The whole body, within the size and time limits.
-async fn read_body(body: Body, headers: &HeaderMap, limits: &HttpLimits) -> Result<Bytes, Error> {
+/// The whole body, within the size and time limits. While it arrives the connection is in
+/// its body phase (evictable at the connection cap, see [`crate::server`]).
+async fn read_body(
+    body: Body,
+    headers: &HeaderMap,
+    limits: &HttpLimits,
+    connection: Option<&Connection>,
+) -> Result<Bytes, Error> {
     let limit = limits.max_body_bytes;
     let declared = headers
         .get(header::CONTENT_LENGTH)
@@ -260,9 +292,15 @@ async fn read_body(body: Body, headers: &HeaderMap, limits: &HttpLimits) -> Resu
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(Error::PayloadTooLarge { limit });
     }
-    let collected = tokio::time::timeout(limits.body_timeout, Limited::new(body, limit).collect())
-        .await
-        .map_err(|_| Error::BodyTimeout)?;
+    if let Some(c) = connection {
+        c.reading_body();
+    }
+    let collected =
+        tokio::time::timeout(limits.body_timeout, Limited::new(body, limit).collect()).await;
+    if let Some(c) = connection {
+        c.body_read();
+    }
+    let collected = collected.map_err(|_| Error::BodyTimeout)?;
     match collected {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
@@ -280,6 +318,7 @@ async fn rpc_call(
     function: Result<Path<String>, axum::extract::rejection::PathRejection>,
     headers: HeaderMap,
     uri: Uri,
+    connection: Option<Extension<Connection>>,
     body: Body,
 ) -> Response {
     let mut info = RequestInfo::default();
@@ -319,7 +358,8 @@ async fn rpc_call(
             let args = rpc::args_from_query(pairs, is_json)?;
             (f, args)
         } else {
-            let body = read_body(body, &headers, &state.limits).await?;
+            let connection = connection.as_ref().map(|Extension(c)| c);
+            let body = read_body(body, &headers, &state.limits, connection).await?;
             let args = rpc::args_from_body(&body)?;
             let f = state
                 .resolve(&name, &args.keys().cloned().collect())
@@ -386,7 +426,15 @@ async fn log_request(request: Request, next: Next) -> Response {
         .extensions()
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_owned());
+    // Logs the request if it never gets a response (the client went away first).
+    let mut pending = Abandoned {
+        id: Some(id.clone()),
+        method: method.clone(),
+        route: route.clone(),
+        started,
+    };
     let mut response = next.run(request).await;
+    pending.id = None;
     if let Ok(value) = HeaderValue::from_str(&id) {
         response.headers_mut().insert("x-request-id", value);
     }
@@ -415,6 +463,27 @@ async fn log_request(request: Request, next: Next) -> Response {
         ),
     }
     response
+}
+
+/// A request whose response was never produced: logged with nginx's 499 when dropped.
+struct Abandoned {
+    id: Option<String>,
+    method: Method,
+    route: Option<String>,
+    started: Instant,
+}
+
+impl Drop for Abandoned {
+    fn drop(&mut self) {
+        if let Some(id) = &self.id {
+            let latency_ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+            tracing::info!(
+                target: "aura_edge::request",
+                request_id = %id, method = self.method.as_str(), route = self.route.as_deref(),
+                status = 499u16, latency_ms, "request abandoned by the client"
+            );
+        }
+    }
 }
 
 #[cfg(test)]

@@ -113,7 +113,13 @@ impl Verifier {
                         .map_err(jwks_error)?,
                     // Fetched when the edge starts serving; a URL cannot be checked here.
                     JwksSource::Url(url) => {
-                        url::Url::parse(url).map_err(|e| jwks_error(format!("not a URL ({e})")))?;
+                        let parsed = url::Url::parse(url)
+                            .map_err(|e| jwks_error(format!("not a URL ({e})")))?;
+                        if parsed.scheme() != "https" && !is_loopback(&parsed) {
+                            return Err(jwks_error(
+                                "must be an https:// URL: whoever can change the keys in transit can sign any token".to_owned(),
+                            ));
+                        }
                         Vec::new()
                     }
                 };
@@ -345,14 +351,30 @@ impl Jwks {
     }
 }
 
+/// Plain http is accepted for a JWKS on this machine only (a sidecar, the tests).
+fn is_loopback(url: &url::Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
+}
+
 impl Jwks {
     fn http_client(&self) -> Result<&reqwest::Client, String> {
         if let Some(client) = self.http.get() {
             return Ok(client);
         }
+        let loopback = match &self.source {
+            JwksSource::Url(url) => url::Url::parse(url).is_ok_and(|u| is_loopback(&u)),
+            _ => false,
+        };
         let client = reqwest::Client::builder()
             .timeout(FETCH_TIMEOUT)
             .redirect(reqwest::redirect::Policy::limited(3))
+            // Redirects may not leave https either.
+            .https_only(!loopback)
             .build()
             .map_err(|e| format!("JWKS client: {e}"))?;
         Ok(self.http.get_or_init(|| client))
@@ -772,6 +794,21 @@ NFtyDabrJoxJD36GmSKM2TK5t6zkvgIv9cbzmLNYQLFzGO6G3dBImzYf
             "the periodic reload picks it up"
         );
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_jwks_url_must_be_https_unless_on_this_machine() {
+        let with = |url: &str| {
+            Verifier::new(&JwtConfig {
+                jwks: Some(JwksSource::Url(url.to_owned())),
+                ..config()
+            })
+        };
+        assert!(with("https://p.supabase.co/auth/v1/.well-known/jwks.json").is_ok());
+        assert!(with("http://127.0.0.1:9999/jwks.json").is_ok());
+        assert!(with("http://localhost/jwks.json").is_ok());
+        assert!(with("http://p.supabase.co/auth/v1/.well-known/jwks.json").is_err());
+        assert!(with("http://10.0.0.5/jwks.json").is_err());
     }
 
     #[test]

@@ -112,10 +112,26 @@ impl DbTarget {
         let (rest, settings) = take_tls_settings(connection_string)?;
         let mut pg = tokio_postgres::Config::from_str(&rest)
             .map_err(|e| invalid(VAR, format!("not a valid connection string ({e})")))?;
-        let ssl_mode = match &settings.ssl_mode {
-            Some(m) => m.parse()?,
-            None => SslMode::Prefer,
+        if settings.ssl_mode.is_none() && pg.get_ssl_mode() != PgSslMode::Prefer {
+            // tokio-postgres found an sslmode this parser did not: never guess which wins.
+            return Err(invalid(
+                VAR,
+                "sslmode could not be read; write it as ?sslmode=... (URL) or sslmode=... (key=value)",
+            ));
+        }
+        let system = settings.root_cert.as_deref() == Some("system");
+        let ssl_mode = match (&settings.ssl_mode, system) {
+            (Some(m), _) => m.parse()?,
+            // libpq (16): trusting the public store only makes sense with the name checked.
+            (None, true) => SslMode::VerifyFull,
+            (None, false) => SslMode::Prefer,
         };
+        if system && ssl_mode != SslMode::VerifyFull {
+            return Err(invalid(
+                VAR,
+                "sslrootcert=system needs sslmode=verify-full: any publicly trusted certificate would pass otherwise",
+            ));
+        }
         let roots = match settings.root_cert.as_deref() {
             None => None,
             Some("system") => Some(system_roots()?),
@@ -131,9 +147,12 @@ impl DbTarget {
             (SslMode::VerifyCa | SslMode::VerifyFull, None) => return Err(needs_root()),
             (SslMode::VerifyFull, Some(roots)) => Verification::Full(roots),
             // libpq: with a root certificate, `require` verifies the chain like verify-ca.
-            (SslMode::VerifyCa | SslMode::Require, Some(roots)) => Verification::ChainOnly(roots),
-            (SslMode::Prefer | SslMode::Require | SslMode::Disable, None) => Verification::None,
-            (SslMode::Prefer | SslMode::Disable, Some(roots)) => Verification::ChainOnly(roots),
+            (SslMode::VerifyCa | SslMode::Require | SslMode::Prefer, Some(roots)) => {
+                Verification::ChainOnly(roots)
+            }
+            (SslMode::Disable, _) | (SslMode::Prefer | SslMode::Require, None) => {
+                Verification::None
+            }
         };
         pg.ssl_mode(match ssl_mode {
             SslMode::Disable => PgSslMode::Disable,
@@ -155,8 +174,10 @@ struct TlsSettings {
 }
 
 /// Removes `sslmode` and `sslrootcert` from a URL's query or a `key=value` string, leaving
-/// everything else as written. Client certificates are refused by name rather than as an
-/// unknown option.
+/// everything else as written. Both forms are read the way tokio-postgres reads them (the
+/// URL's query starts after the credentials; keys are percent-decoded; `key=value` values may
+/// be quoted, with backslash escapes), so the two parsers never disagree on what was set.
+/// Client certificates are refused by name rather than as an unknown option.
 fn take_tls_settings(s: &str) -> Result<(String, TlsSettings), ConfigError> {
     let mut settings = TlsSettings::default();
     let mut take = |key: &str, value: String| -> Result<bool, ConfigError> {
@@ -175,13 +196,20 @@ fn take_tls_settings(s: &str) -> Result<(String, TlsSettings), ConfigError> {
     };
     let trimmed = s.trim();
     if trimmed.starts_with("postgres://") || trimmed.starts_with("postgresql://") {
-        let Some((base, query)) = trimmed.split_once('?') else {
+        // Like tokio-postgres: the credentials run to the first `@`, the query starts at the
+        // first `?` after them (a password may hold a `?`).
+        let after_scheme = trimmed.find("://").map_or(0, |i| i + 3);
+        let from = trimmed[after_scheme..]
+            .find('@')
+            .map_or(after_scheme, |at| after_scheme + at + 1);
+        let Some(q) = trimmed[from..].find('?').map(|q| from + q) else {
             return Ok((trimmed.to_owned(), settings));
         };
+        let (base, query) = (&trimmed[..q], &trimmed[q + 1..]);
         let mut kept = Vec::new();
-        for pair in query.split('&').filter(|p| !p.is_empty()) {
+        for pair in query.split('&') {
             let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-            if !take(key, percent_decode(value))? {
+            if !take(&percent_decode(key), percent_decode(value))? {
                 kept.push(pair);
             }
         }
@@ -192,7 +220,6 @@ fn take_tls_settings(s: &str) -> Result<(String, TlsSettings), ConfigError> {
         };
         return Ok((rest, settings));
     }
-    // key=value pairs; values may be single-quoted with backslash escapes.
     let mut rest = String::new();
     let mut chars = trimmed.char_indices().peekable();
     while let Some(&(start, c)) = chars.peek() {
@@ -220,28 +247,30 @@ fn take_tls_settings(s: &str) -> Result<(String, TlsSettings), ConfigError> {
         while chars.peek().is_some_and(|(_, c)| c.is_whitespace()) {
             chars.next();
         }
+        let quoted = chars.next_if(|(_, c)| *c == '\'').is_some();
         let mut value = String::new();
-        if chars.next_if(|(_, c)| *c == '\'').is_some() {
-            loop {
-                match chars.next() {
-                    Some((_, '\\')) => value.extend(chars.next().map(|(_, c)| c)),
-                    Some((_, '\'')) => break,
-                    Some((_, c)) => value.push(c),
-                    None => {
-                        return Err(invalid(
-                            VAR,
-                            "not a valid connection string (unterminated quote)",
-                        ))
-                    }
-                }
-            }
-        } else {
-            while let Some(&(_, c)) = chars.peek() {
-                if c.is_whitespace() {
+        loop {
+            match chars.peek().copied() {
+                Some((_, '\'')) if quoted => {
+                    chars.next();
                     break;
                 }
-                value.push(c);
-                chars.next();
+                Some((_, c)) if !quoted && c.is_whitespace() => break,
+                Some((_, '\\')) => {
+                    chars.next();
+                    value.extend(chars.next().map(|(_, c)| c));
+                }
+                Some((_, c)) => {
+                    value.push(c);
+                    chars.next();
+                }
+                None if quoted => {
+                    return Err(invalid(
+                        VAR,
+                        "not a valid connection string (unterminated quote)",
+                    ))
+                }
+                None => break,
             }
         }
         let end = chars.peek().map_or(trimmed.len(), |&(i, _)| i);
@@ -253,24 +282,21 @@ fn take_tls_settings(s: &str) -> Result<(String, TlsSettings), ConfigError> {
     Ok((rest.trim_end().to_owned(), settings))
 }
 
+/// `%XX` decoding as tokio-postgres does it (`+` stays `+`).
 fn percent_decode(s: &str) -> String {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
         let hex = |b: u8| (b as char).to_digit(16);
-        match bytes[i] {
-            b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                (Some(h), Some(l)) => {
-                    out.push((h * 16 + l) as u8);
-                    i += 3;
-                    continue;
-                }
-                _ => out.push(b'%'),
-            },
-            b'+' => out.push(b' '),
-            b => out.push(b),
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+                continue;
+            }
         }
+        out.push(bytes[i]);
         i += 1;
     }
     String::from_utf8_lossy(&out).into_owned()
@@ -463,23 +489,21 @@ impl MakeTlsConnect<Socket> for MakeRustls {
     type TlsConnect = RustlsConnect;
     type Error = io::Error;
 
+    /// Called for every connection, Unix sockets and `sslmode=disable` included (with an
+    /// empty name when there is no host name), so a name that is no TLS server name is only
+    /// an error once a handshake is actually attempted.
     fn make_tls_connect(&mut self, domain: &str) -> Result<RustlsConnect, io::Error> {
-        let name = ServerName::try_from(domain.to_owned()).map_err(|_| {
-            io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("{domain:?} is not a valid TLS server name"),
-            )
-        })?;
         Ok(RustlsConnect {
             connector: tokio_rustls::TlsConnector::from(self.config.clone()),
-            name,
+            name: ServerName::try_from(domain.to_owned()).map_err(|_| domain.to_owned()),
         })
     }
 }
 
 pub struct RustlsConnect {
     connector: tokio_rustls::TlsConnector,
-    name: ServerName<'static>,
+    /// The server name, or the host text that is not one.
+    name: Result<ServerName<'static>, String>,
 }
 
 impl TlsConnect<Socket> for RustlsConnect {
@@ -489,7 +513,13 @@ impl TlsConnect<Socket> for RustlsConnect {
 
     fn connect(self, stream: Socket) -> Self::Future {
         Box::pin(async move {
-            let stream = self.connector.connect(self.name, stream).await?;
+            let name = self.name.map_err(|host| {
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("TLS needs a host name to check the certificate against; {host:?} is none (use host=, not only hostaddr=)"),
+                )
+            })?;
+            let stream = self.connector.connect(name, stream).await?;
             Ok(RustlsStream(Box::new(stream)))
         })
     }
@@ -595,8 +625,61 @@ mod tests {
     }
 
     #[test]
+    fn read_as_tokio_postgres_reads_them() {
+        // A `?` in the password belongs to the credentials.
+        let (rest, t) = settings("postgresql://u:pa?ss@db/aura?sslmode=require");
+        assert_eq!(rest, "postgresql://u:pa?ss@db/aura");
+        assert_eq!(t.ssl_mode.as_deref(), Some("require"));
+        // Keys are percent-decoded.
+        let (_, t) = settings("postgresql://u@db/aura?ssl%6Dode=verify-ca&sslrootcert=/ca.pem");
+        assert_eq!(t.ssl_mode.as_deref(), Some("verify-ca"));
+        // Unquoted values take backslash escapes.
+        let (rest, t) = settings(r"host=db sslrootcert=/a\ b.pem user=x");
+        assert_eq!(t.root_cert.as_deref(), Some("/a b.pem"));
+        assert_eq!(rest, "host=db user=x");
+        assert_eq!(
+            DbTarget::parse("host=db sslmode=require")
+                .map(|t| t.ssl_mode)
+                .ok(),
+            Some(SslMode::Require)
+        );
+        // The last one given wins, as in tokio-postgres; an empty one is refused.
+        assert_eq!(
+            DbTarget::parse("postgres://u@db/a?sslmode=disable&sslmode=require")
+                .map(|t| t.ssl_mode)
+                .ok(),
+            Some(SslMode::Require)
+        );
+        assert!(DbTarget::parse("postgresql://u@db/aura?sslmode=require&sslmode").is_err());
+    }
+
+    #[test]
+    fn the_system_store_only_with_verify_full() {
+        let system = |extra: &str| {
+            DbTarget::parse(&format!("postgres://a@db.test/d?sslrootcert=system{extra}"))
+        };
+        for weaker in ["&sslmode=prefer", "&sslmode=require", "&sslmode=verify-ca"] {
+            let refused = system(weaker).map(|t| t.ssl_mode).unwrap_err();
+            assert!(refused.to_string().contains("verify-full"), "{refused}");
+        }
+        // Without sslmode, `system` means verify-full (if the machine has a store at all).
+        if let Ok(target) = system("") {
+            assert_eq!(target.ssl_mode, SslMode::VerifyFull);
+        }
+    }
+
+    #[test]
+    fn unix_sockets_need_no_server_name() {
+        let mut tls = DbTarget::parse("host=/run/postgresql user=a dbname=d")
+            .expect("parses")
+            .tls;
+        // tokio-postgres asks for a connector with an empty name for a socket: not an error.
+        assert!(MakeTlsConnect::<Socket>::make_tls_connect(&mut tls, "").is_ok());
+    }
+
+    #[test]
     fn percent_decoding() {
-        assert_eq!(percent_decode("%2Fa%20b+c"), "/a b c");
+        assert_eq!(percent_decode("%2Fa%20b+c"), "/a b+c");
         assert_eq!(percent_decode("100%"), "100%");
         assert_eq!(percent_decode("%zz"), "%zz");
     }

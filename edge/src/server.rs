@@ -9,13 +9,15 @@
 //! | phase | from | closed when it lasts longer than |
 //! |---|---|---|
 //! | head | accepted, or the first byte of a next request | `header_timeout` |
-//! | busy | request head parsed, handler running | – (the statement timeout and pool wait bound it; the handler bounds its body read by `body_timeout`) |
-//! | writing | handler returned, response being sent | `body_timeout` |
-//! | idle | response sent, keep-alive | `keep_alive_timeout` |
+//! | body | the handler reads the request body | `body_timeout` |
+//! | busy | request head parsed, handler running | – (bounded by the handler: statement timeout, pool and queue waits) |
+//! | writing | handler returned, response being sent | `body_timeout` without progress |
+//! | idle | response sent and flushed, keep-alive | `keep_alive_timeout` |
 //!
 //! At most `max_connections` are open. A new connection at the cap closes the connection
-//! that has waited longest in the head or idle phase (nginx reuses idle keep-alive
-//! connections the same way), so a crowd of slow clients cannot lock real ones out; only
+//! that has waited longest in the idle phase, else in the head phase, else in the body phase
+//! (nginx reuses idle keep-alive connections the same way), so a crowd of slow clients,
+//! even ones holding a valid token and trickling bodies, cannot lock real ones out; only
 //! when every connection is busy does the accept loop wait for one to finish.
 //!
 //! A client that disconnects while its request runs makes hyper drop the handler, which
@@ -49,6 +51,9 @@ use crate::config::HttpLimits;
 
 /// After shutdown is signalled, connections get this long to finish their requests.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(20);
+/// How much longer than `body_timeout` a body phase may last before the connection is closed
+/// without the handler's 408.
+const BODY_GRACE: Duration = Duration::from_millis(500);
 /// hyper's own hard limit on a request head, beyond the configured (answered with JSON) one.
 const HARD_HEADER_FACTOR: usize = 4;
 
@@ -56,18 +61,31 @@ const HARD_HEADER_FACTOR: usize = 4;
 #[repr(u8)]
 enum Phase {
     Head = 0,
-    Busy = 1,
-    Writing = 2,
-    Idle = 3,
+    Body = 1,
+    Busy = 2,
+    Writing = 3,
+    Idle = 4,
 }
 
 impl Phase {
     fn from_u8(v: u8) -> Phase {
         match v {
             0 => Phase::Head,
-            1 => Phase::Busy,
-            2 => Phase::Writing,
+            1 => Phase::Body,
+            2 => Phase::Busy,
+            3 => Phase::Writing,
             _ => Phase::Idle,
+        }
+    }
+
+    /// Which connections go first at the cap: those without a request (idle), then those
+    /// that have not finished sending one (head, body). `None`: never evicted.
+    fn eviction_rank(self) -> Option<u8> {
+        match self {
+            Phase::Idle => Some(0),
+            Phase::Head => Some(1),
+            Phase::Body => Some(2),
+            Phase::Busy | Phase::Writing => None,
         }
     }
 }
@@ -80,6 +98,8 @@ struct ConnState {
     /// Wakes the connection's task to recompute its deadline or consider eviction.
     changed: Notify,
     evict: AtomicBool,
+    /// The response body has been produced; the phase turns idle once it is flushed.
+    body_done: AtomicBool,
     epoch: Instant,
 }
 
@@ -90,6 +110,7 @@ impl ConnState {
             since_ms: AtomicU64::new(0),
             changed: Notify::new(),
             evict: AtomicBool::new(false),
+            body_done: AtomicBool::new(false),
             epoch,
         };
         state.stamp();
@@ -128,18 +149,38 @@ impl ConnState {
     }
 
     fn evictable(&self) -> bool {
-        matches!(self.phase(), Phase::Head | Phase::Idle)
+        self.phase().eviction_rank().is_some()
     }
 
     /// When this connection is to be closed if nothing happens, with the reason.
     fn deadline(&self, limits: &HttpLimits) -> Option<(Instant, &'static str)> {
         let (limit, why) = match self.phase() {
             Phase::Head => (limits.header_timeout, "request head not received in time"),
+            // The handler answers a late body with 408 at `body_timeout`; this is the backstop.
+            Phase::Body => (
+                limits.body_timeout + BODY_GRACE,
+                "request body not received in time",
+            ),
             Phase::Idle => (limits.keep_alive_timeout, "idle keep-alive connection"),
             Phase::Writing => (limits.body_timeout, "response not taken in time"),
             Phase::Busy => return None,
         };
         Some((self.since() + limit, why))
+    }
+}
+
+/// A handler's view of its connection: reading a request body is its own phase, evictable
+/// at the cap and bounded by `body_timeout` (the handler bounds it too).
+#[derive(Clone)]
+pub struct Connection(Arc<ConnState>);
+
+impl Connection {
+    pub fn reading_body(&self) {
+        self.0.advance(Phase::Busy, Phase::Body);
+    }
+
+    pub fn body_read(&self) {
+        self.0.advance(Phase::Body, Phase::Busy);
     }
 }
 
@@ -165,13 +206,19 @@ impl Registry {
         self.lock().remove(&id);
     }
 
-    /// Asks the connection that has waited longest in the head or idle phase to close.
+    /// Asks the connection that has waited longest in the idle phase (else head, else body)
+    /// to close.
     fn evict_one(&self) -> bool {
         let open = self.lock();
         let victim = open
             .values()
-            .filter(|c| c.evictable() && !c.evict.load(Ordering::Acquire))
-            .min_by_key(|c| c.since_ms.load(Ordering::Acquire));
+            .filter(|c| !c.evict.load(Ordering::Acquire))
+            .filter_map(|c| {
+                let rank = c.phase().eviction_rank()?;
+                Some((rank, c.since_ms.load(Ordering::Acquire), c))
+            })
+            .min_by_key(|(rank, since, _)| (*rank, *since))
+            .map(|(_, _, c)| c);
         match victim {
             Some(c) => {
                 c.evict.store(true, Ordering::Release);
@@ -242,9 +289,13 @@ pub async fn run(
             stop_rx.clone(),
         );
         tokio::spawn(async move {
+            // Unregisters and frees the slot however the task ends, a panic included.
+            let _open = Open {
+                registry,
+                id,
+                _permit: permit,
+            };
             serve_connection(stream, peer, state, &limits, router, stop_rx).await;
-            registry.remove(id);
-            drop(permit);
         });
     }
 
@@ -260,6 +311,18 @@ pub async fn run(
     Ok(())
 }
 
+struct Open {
+    registry: Arc<Registry>,
+    id: u64,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.registry.remove(self.id);
+    }
+}
+
 async fn serve_connection(
     stream: TcpStream,
     peer: SocketAddr,
@@ -268,7 +331,7 @@ async fn serve_connection(
     router: Router,
     mut stop: watch::Receiver<bool>,
 ) {
-    let io = TokioIo::new(Tracked {
+    let io = TokioIo::new(TrackedIo {
         inner: stream,
         state: state.clone(),
     });
@@ -276,16 +339,18 @@ async fn serve_connection(
     let service = hyper::service::service_fn(move |request: Request<Incoming>| {
         let state = service_state.clone();
         let mut router = router.clone();
+        state.body_done.store(false, Ordering::Release);
         state.enter(Phase::Busy);
         let mut request = request.map(Body::new);
         request.extensions_mut().insert(ConnectInfo(peer));
+        request.extensions_mut().insert(Connection(state.clone()));
         async move {
             let response = match router.call(request).await {
                 Ok(response) => response,
                 Err(never) => match never {},
             };
             state.enter(Phase::Writing);
-            Ok::<_, Infallible>(response.map(|body| Tracked { inner: body, state }))
+            Ok::<_, Infallible>(response.map(|body| TrackedBody { inner: body, state }))
         }
     });
     let hard_header_limit = limits.max_header_bytes.saturating_mul(HARD_HEADER_FACTOR);
@@ -337,14 +402,19 @@ async fn sleep_until(at: Option<Instant>) {
     }
 }
 
-/// The socket (noting the first byte of a next request) or a response body (noting when it
-/// has been sent), with the connection's state.
-struct Tracked<T> {
-    inner: T,
+/// The socket, noting the first byte of a next request and the response's progress.
+struct TrackedIo {
+    inner: TcpStream,
     state: Arc<ConnState>,
 }
 
-impl AsyncRead for Tracked<TcpStream> {
+/// A response body, noting when hyper has taken all of it.
+struct TrackedBody {
+    inner: Body,
+    state: Arc<ConnState>,
+}
+
+impl AsyncRead for TrackedIo {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -359,13 +429,25 @@ impl AsyncRead for Tracked<TcpStream> {
     }
 }
 
-impl AsyncWrite for Tracked<TcpStream> {
+impl TrackedIo {
+    /// A response that makes progress keeps its connection: the writing deadline counts
+    /// from the last bytes the client took.
+    fn wrote(&self, polled: &Poll<std::io::Result<usize>>) {
+        if matches!(polled, Poll::Ready(Ok(n)) if *n > 0) && self.state.phase() == Phase::Writing {
+            self.state.stamp();
+        }
+    }
+}
+
+impl AsyncWrite for TrackedIo {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.wrote(&polled);
+        polled
     }
 
     fn poll_write_vectored(
@@ -373,15 +455,23 @@ impl AsyncWrite for Tracked<TcpStream> {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.wrote(&polled);
+        polled
     }
 
     fn is_write_vectored(&self) -> bool {
         self.inner.is_write_vectored()
     }
 
+    /// hyper flushes after writing what it has buffered: once the whole body has been
+    /// produced, the flush that follows ends the response.
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
+        let polled = Pin::new(&mut self.inner).poll_flush(cx);
+        if matches!(polled, Poll::Ready(Ok(()))) && self.state.body_done.load(Ordering::Acquire) {
+            self.state.advance(Phase::Writing, Phase::Idle);
+        }
+        polled
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
@@ -389,7 +479,7 @@ impl AsyncWrite for Tracked<TcpStream> {
     }
 }
 
-impl HttpBody for Tracked<Body> {
+impl HttpBody for TrackedBody {
     type Data = Bytes;
     type Error = axum::Error;
 
@@ -399,7 +489,7 @@ impl HttpBody for Tracked<Body> {
     ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
         if matches!(polled, Poll::Ready(None)) {
-            self.state.advance(Phase::Writing, Phase::Idle);
+            self.state.body_done.store(true, Ordering::Release);
         }
         polled
     }
@@ -413,10 +503,10 @@ impl HttpBody for Tracked<Body> {
     }
 }
 
-impl<T> Drop for Tracked<T> {
+impl Drop for TrackedBody {
+    /// hyper drops a body once it has taken all of it (into its write buffer).
     fn drop(&mut self) {
-        // A response body is dropped once sent (or abandoned); the socket at the end.
-        self.state.advance(Phase::Writing, Phase::Idle);
+        self.state.body_done.store(true, Ordering::Release);
     }
 }
 
@@ -467,11 +557,18 @@ mod tests {
         registry.add(busy.clone());
         registry.add(old_idle.clone());
         registry.add(new_head.clone());
+        let old_body = Arc::new(ConnState::new(epoch));
+        old_body.since_ms.store(0, Ordering::Release);
+        old_body.phase.store(Phase::Body as u8, Ordering::Release);
+        registry.add(old_body.clone());
+        // Idle first, then head, then body, whatever their age.
         assert!(registry.evict_one());
         assert!(old_idle.evict.load(Ordering::Acquire));
         assert!(!busy.evict.load(Ordering::Acquire));
         assert!(registry.evict_one());
         assert!(new_head.evict.load(Ordering::Acquire));
+        assert!(registry.evict_one());
+        assert!(old_body.evict.load(Ordering::Acquire));
         assert!(!registry.evict_one(), "busy connections are never evicted");
     }
 }

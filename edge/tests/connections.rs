@@ -52,7 +52,9 @@ fn limits() -> HttpLimits {
     HttpLimits {
         header_timeout: Duration::from_secs(1),
         body_timeout: Duration::from_secs(1),
-        keep_alive_timeout: Duration::from_secs(1),
+        // Longer than the others: an idle connection closed at 1 s would still be in its
+        // writing phase, not idle.
+        keep_alive_timeout: Duration::from_secs(2),
         ..HttpLimits::default()
     }
 }
@@ -177,7 +179,11 @@ async fn slow_and_idle_clients_are_closed_within_their_timeouts() {
     assert_eq!(body_of(&body_response)["code"], "57014");
     let (idle_got, idle_closed) = read_since(&mut idle, idle_since, wait).await;
     assert!(idle_got.starts_with("HTTP/1.1 200"), "{idle_got}");
-    assert_closed_within("an idle keep-alive connection", idle_closed, second);
+    assert_closed_within(
+        "an idle keep-alive connection",
+        idle_closed,
+        Duration::from_secs(2),
+    );
     let trickled = trickler.await.expect("trickler");
     assert!(
         trickled.is_some_and(|t| t < Duration::from_millis(2500)),
@@ -238,6 +244,50 @@ async fn the_connection_cap_holds_and_real_requests_are_still_served() {
             .1
             .is_none(),
         "the newest idle connection was closed before older ones"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_trickling_bodies_with_a_valid_token_cannot_lock_others_out() {
+    let cap = 6;
+    let edge = edge(HttpLimits {
+        max_connections: cap,
+        body_timeout: Duration::from_secs(30),
+        ..HttpLimits::default()
+    })
+    .await;
+    let head = format!(
+        "POST /rest/v1/rpc/whoami HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{{",
+        token()
+    );
+    let mut trickling = Vec::new();
+    for _ in 0..cap {
+        let mut stream = TcpStream::connect(edge.addr).await.expect("connect");
+        stream.write_all(head.as_bytes()).await.expect("write");
+        trickling.push(stream);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for _ in 0..3 {
+        let started = Instant::now();
+        let response = exchange(
+            edge.addr,
+            "GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+    // The oldest trickling connections made room.
+    let (_, first_closed) = read_until_closed(&mut trickling[0], Duration::from_millis(500)).await;
+    assert!(
+        first_closed.is_some(),
+        "the oldest body-trickling connection is still open"
     );
 }
 

@@ -18,17 +18,23 @@ pub mod workspace;
 
 ::pgrx::pg_module_magic!(name, version);
 
-// The script order: compat objects, then the schema, then the Rust functions (each
-// `requires = ["schema"]`), then the `api` SQL that wraps them, then every grant.
+// The script order: the guard (is crm_private safe to install into?), compat objects, then
+// the schema, then the Rust functions (each `requires = ["schema"]`), then the `api` SQL
+// that wraps them, then every grant.
 //
 // `crm_private` (internals: request-context helpers, business rules, operator functions;
 // never exposed over HTTP) is the extension's own schema, named in `pg_crm.control`:
 // CREATE EXTENSION creates it before this script runs and puts it first on the script's
 // search_path, which is where every `#[pg_extern]` without a schema of its own lands.
 extension_sql_file!(
+    "../../sql/install_guard.sql",
+    name = "install_guard",
+    bootstrap
+);
+extension_sql_file!(
     "../../sql/supabase_compat.sql",
     name = "supabase_compat",
-    bootstrap
+    requires = ["install_guard"]
 );
 extension_sql_file!(
     "../../sql/schema.sql",
@@ -133,6 +139,22 @@ mod tests {
             .filter(|zone| !known.contains(*zone))
             .collect();
         assert!(unknown.is_empty(), "unknown to this server: {unknown:?}");
+    }
+
+    /// After the compiled-in list, the server itself is asked (its tzdata may be older).
+    #[pg_test]
+    fn the_server_is_asked_about_each_zone() {
+        assert_eq!(
+            crate::workspace::server_knows_zone("timezone", "Europe/Berlin"),
+            Ok(())
+        );
+        assert!(matches!(
+            crate::workspace::server_knows_zone("timezone", "Mars/Olympus_Mons"),
+            Err(CrmError::InvalidInput {
+                field: "timezone",
+                ..
+            })
+        ));
     }
 
     #[pg_test(error = "permission denied to set parameter \"app.current_tenant_id\"")]

@@ -83,6 +83,7 @@ fn create_tenant(
     let slug = workspace::slug(slug).or_raise();
     let email = workspace::email("admin_email", admin_email).or_raise();
     let timezone = timezone::canonical("timezone", timezone).or_raise();
+    crate::workspace::server_knows_zone("timezone", timezone).or_raise();
     let taken = Spi::get_one_with_args::<bool>(
         "SELECT EXISTS (SELECT 1 FROM core.tenants WHERE slug = $1)",
         &[slug.as_str().into()],

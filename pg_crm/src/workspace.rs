@@ -11,6 +11,25 @@ use crate::error::{CrmError, OrRaise};
 use pgrx::prelude::*;
 use pgrx::JsonB;
 
+/// The zone list is compiled in; the server's time zone data may be older (a zone added to
+/// IANA since, e.g. America/Ciudad_Juarez in 2022). Storing a zone this server cannot load
+/// would break every `AT TIME ZONE` on the workspace, so ask it: `pg_tzset` loads the zone
+/// (one file, once per backend, then cached), as `SET timezone` would.
+pub(crate) fn server_knows_zone(field: &'static str, zone: &str) -> Result<(), CrmError> {
+    let name = std::ffi::CString::new(zone)
+        .map_err(|_| CrmError::invalid(field, "must not contain NUL characters"))?;
+    // SAFETY: a NUL-terminated string that outlives the call; pg_tzset returns NULL for a
+    // zone it cannot load and does not raise.
+    let loaded = unsafe { pgrx::pg_sys::pg_tzset(name.as_ptr()) };
+    if loaded.is_null() {
+        return Err(CrmError::invalid(
+            field,
+            format!("this database server does not know the time zone \"{zone}\" (its time zone data is older); ask its operator to update tzdata, or pick another zone"),
+        ));
+    }
+    Ok(())
+}
+
 #[pg_extern(volatile, parallel_unsafe, requires = ["schema"])]
 #[search_path(pg_catalog, pg_temp)]
 fn update_workspace(
@@ -28,6 +47,9 @@ fn update_workspace(
         .raise();
     }
     let patch = WorkspacePatch::parse(name, logo_url, industry, timezone).or_raise();
+    if let Change::Set(tz) = &patch.timezone {
+        server_knows_zone("timezone", tz).or_raise();
+    }
     let value = |c: &Change| c.as_update().1.map(str::to_string);
     let present = |c: &Change| c.as_update().0;
     let updated = Spi::get_one_with_args::<JsonB>(

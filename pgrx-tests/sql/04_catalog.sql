@@ -81,7 +81,7 @@ WHERE t.name <> 'core.tenants'::regclass AND a.attname <> 'tenant_id' ORDER BY 1
 -- row must not scan the referencing table); splinter's unindexed_foreign_keys.
 SELECT c.conrelid::regclass, c.conname AS fk_without_index FROM pg_constraint c JOIN crm_tables t ON t.rel = c.conrelid
 WHERE c.contype = 'f' AND NOT EXISTS (
-    SELECT 1 FROM pg_index i WHERE i.indrelid = c.conrelid
+    SELECT 1 FROM pg_index i WHERE i.indrelid = c.conrelid AND i.indisvalid AND i.indpred IS NULL
        AND (i.indkey::int2[])[0:cardinality(c.conkey) - 1] @> c.conkey
        AND (i.indkey::int2[])[0:cardinality(c.conkey) - 1] <@ c.conkey)
 ORDER BY 1, 2;
@@ -117,6 +117,13 @@ SELECT extnamespace::regnamespace AS extension_schema FROM pg_extension WHERE ex
 SELECT name AS not_dumped_with_data FROM crm_tables t
 WHERE t.rel <> ALL (SELECT unnest(extconfig) FROM pg_extension WHERE extname = 'pg_crm')
 ORDER BY 1;
+-- On plain PostgreSQL the auth objects are pg_crm's (no GoTrue manages them), auth.users
+-- among the tables pg_dump carries.
+SELECT pg_describe_object(classid, objid, 0) AS auth_member_of_pg_crm FROM pg_depend
+WHERE deptype = 'e' AND refobjid = (SELECT oid FROM pg_extension WHERE extname = 'pg_crm')
+  AND pg_describe_object(classid, objid, 0) ~ '(schema auth|auth\.)'
+ORDER BY 1;
+SELECT 'auth.users'::regclass = ANY (extconfig) AS auth_users_dumped FROM pg_extension WHERE extname = 'pg_crm';
 
 -- SECURITY DEFINER functions all pin their search_path.
 SELECT p.oid::regprocedure AS definer_without_pinned_search_path FROM pg_proc p

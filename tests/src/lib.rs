@@ -195,6 +195,11 @@ impl Cluster {
         cluster
     }
 
+    /// The directory of the cluster's Unix socket.
+    pub fn socket_dir(&self) -> PathBuf {
+        self.dir.join("data").join("run")
+    }
+
     fn data(&self) -> String {
         self.dir.join("data").to_str().expect("utf-8").to_string()
     }

@@ -54,6 +54,15 @@ async fn sslmodes_verify_what_libpq_verifies() {
     ] {
         assert_eq!(probe(&cluster, &params).await, Ok(()), "{params}");
     }
+    // A Unix socket: no TLS there, and no host name needed.
+    let mut config = Edge::config(&cluster);
+    config.database_url = format!(
+        "host={} port={} user=authenticator dbname=aura",
+        cluster.socket_dir().display(),
+        cluster.port
+    );
+    assert_eq!(edge::db::probe(&config).await, Ok(()));
+
     // A CA that did not sign the server's certificate.
     for mode in ["verify-full", "verify-ca", "require"] {
         let refused = probe(&cluster, &format!("sslmode={mode}&sslrootcert={other_ca}"))

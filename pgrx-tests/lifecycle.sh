@@ -1,0 +1,155 @@
+#!/usr/bin/env bash
+# The extension's lifecycle outside the request path: it installs only into a schema it can
+# trust, upgrades give what a fresh install gives, and a dump gives back what was dumped.
+#
+# CREATE EXTENSION refuses a crm_private that existed before unless it is a superuser's,
+# writable by nobody else and empty (an empty one left by DROP EXTENSION is fine).
+#
+# For every released version V kept in pgrx-tests/upgrade/V/ (its install script and control
+# file as released, frozen), in a throwaway cluster: install V (with V's control file, in
+# public and in another schema, as 0.1.0 could be), put rows in, `ALTER EXTENSION pg_crm
+# UPDATE` with the current build and the upgrade scripts in sql/, and compare the whole schema
+# with a fresh install of the current version (pg_dump --binary-upgrade lists the extension's
+# member objects too). The rows must survive. Then a plain pg_dump of such a database is
+# restored into a new one with psql -v ON_ERROR_STOP=1 and must give back every row, stamps
+# included.
+#
+#   pgrx-tests/lifecycle.sh PG_CONFIG     (pg_crm must be installed in that tree;
+#                                          KEEP_WORK=1 keeps dumps and diffs in /tmp/upgrade-work.keep)
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(dirname "$here")
+pgc=${1:?usage: lifecycle.sh PG_CONFIG}
+bin=$(dirname "$pgc")
+extdir=$("$pgc" --sharedir)/extension
+current=$(sed -n "s/^default_version = '\(.*\)'/\1/p" "$extdir/pg_crm.control")
+[ -n "$current" ] || { echo "lifecycle.sh: no default_version in $extdir/pg_crm.control" >&2; exit 1; }
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/aura-upgrade.XXXXXX")
+chmod 755 "$work"
+cp "$extdir/pg_crm.control" "$work/current.control"
+installed_scripts=()
+port=$("$root/scripts/pgcluster" free-port)
+cleanup() {
+    cp "$work/current.control" "$extdir/pg_crm.control"
+    for f in "${installed_scripts[@]}"; do rm -f "$f"; done
+    "$root/scripts/pgcluster" stop "$pgc" "$work/data"
+    [ -n "${KEEP_WORK:-}" ] && cp -r "$work" /tmp/upgrade-work.keep; rm -rf "$work"
+}
+trap cleanup EXIT
+"$root/scripts/pgcluster" init "$pgc" "$work/data"
+"$root/scripts/pgcluster" start "$pgc" "$work/data" "$port"
+psql() { "$bin/psql" -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$port" -U postgres "$@"; }
+# The schema as pg_dump sees it, without what binary-upgrade mode pins per database (OIDs,
+# transaction ids) and the dump's random \restrict key; the tables registered for pg_dump
+# are named here, as their OIDs differ.
+schema_of() {
+    "$bin/pg_dump" -h 127.0.0.1 -p "$port" -U postgres --schema-only --binary-upgrade "$1" \
+        | sed -E -e "s/relfrozenxid = '[0-9]+', relminmxid = '[0-9]+'/relfrozenxid = X, relminmxid = X/" \
+                 -e "s/^WHERE oid = '[0-9]+';/WHERE oid = X;/" \
+                 -e "s/(binary_upgrade_create_empty_extension\(.*)'\{[0-9,]*\}'/\1'{...}'/" \
+        | grep -v -e 'binary_upgrade_set_next_' -e 'binary_upgrade_set_pg_class_oids' \
+                  -e '^-- Dumped ' -e '^\\restrict ' -e '^\\unrestrict '
+    psql -d "$1" -At -c "SELECT 'extconfig: ' || extconfig::regclass[]::text FROM pg_extension WHERE extname = 'pg_crm'"
+}
+# Every row of the extension's tables and of auth.users, in a stable order.
+rows_of() {
+    psql -d "$1" -At -c "SELECT t::text FROM core.tenants t ORDER BY id" \
+        -c "SELECT m::text FROM core.memberships m ORDER BY tenant_id, id" \
+        -c "SELECT u::text FROM auth.users u ORDER BY id"
+}
+
+# The install guard.
+psql -d postgres -c "CREATE DATABASE guard"
+psql -d guard >/dev/null <<'SQL'
+CREATE ROLE aura_squatter NOLOGIN;
+CREATE SCHEMA crm_private AUTHORIZATION aura_squatter;
+SQL
+guard_refusal() { "$bin/psql" -X -q -h 127.0.0.1 -p "$port" -U postgres -d guard -c "CREATE EXTENSION pg_crm" 2>&1 | grep -o 'cannot be trusted: .*' || true; }
+squatted=$(guard_refusal)
+psql -d guard -c "ALTER SCHEMA crm_private OWNER TO postgres" -c "GRANT CREATE ON SCHEMA crm_private TO aura_squatter"
+writable=$(guard_refusal)
+psql -d guard -c "REVOKE CREATE ON SCHEMA crm_private FROM aura_squatter" \
+    -c "CREATE FUNCTION crm_private.planted() RETURNS int LANGUAGE sql AS 'SELECT 1'"
+occupied=$(guard_refusal)
+psql -d guard -c "DROP FUNCTION crm_private.planted()" -c "CREATE EXTENSION pg_crm" \
+    -c "DROP EXTENSION pg_crm" -c "CREATE EXTENSION pg_crm" -c "DROP ROLE aura_squatter"
+if [[ "$squatted" != *"owned by aura_squatter"* || "$writable" != *"other than its owner"* || "$occupied" != *"holds objects"* ]]; then
+    echo "lifecycle.sh: the install guard let an untrusted crm_private through:" >&2
+    printf '  owned by another role: %s\n  writable by another role: %s\n  not empty: %s\n' \
+        "${squatted:-accepted}" "${writable:-accepted}" "${occupied:-accepted}" >&2
+    exit 1
+fi
+echo "lifecycle.sh: CREATE EXTENSION refuses a crm_private it cannot trust, and reinstalls into its own"
+
+# Every database also has a schema `extensions` (Supabase's home for extensions), so that a
+# version installed there compares with a fresh install.
+psql -d postgres -c "CREATE DATABASE fresh"
+psql -d fresh -c "CREATE SCHEMA extensions" -c "CREATE EXTENSION pg_crm"
+schema_of fresh >"$work/fresh.sql"
+
+status=0
+upgraded=
+for dir in "$here"/upgrade/*/; do
+    old=$(basename "$dir")
+    [ "$old" != "$current" ] || continue
+    cp "$dir/pg_crm--$old.sql" "$extdir/"
+    installed_scripts+=("$extdir/pg_crm--$old.sql")
+    for schema in public extensions; do
+        db="from_${old//./_}_in_$schema"
+        psql -d postgres -c "CREATE DATABASE $db"
+        psql -d "$db" -c "CREATE SCHEMA IF NOT EXISTS extensions"
+        # As released: that version's control file.
+        cp "$dir/pg_crm.control" "$extdir/pg_crm.control"
+        psql -d "$db" -c "CREATE EXTENSION pg_crm VERSION '$old' SCHEMA $schema"
+        cp "$work/current.control" "$extdir/pg_crm.control"
+        # Rows written by the old version, one of them with a logo URL 0.1.0 accepted and
+        # 0.2.0 refuses (the upgrade clears it).
+        psql -d "$db" >/dev/null <<'SQL'
+SELECT crm_private.create_tenant('Acme', 'acme', 'ann@acme.test', 'Ann');
+SELECT crm_private.add_member(id, 'rita@acme.test', 'rep') FROM core.tenants WHERE slug = 'acme';
+UPDATE core.tenants SET logo_url = 'https://x.test/"><script>' WHERE slug = 'acme';
+SQL
+        psql -d "$db" -c "ALTER EXTENSION pg_crm UPDATE"
+        got=$(psql -d "$db" -At -c "SELECT extversion FROM pg_extension WHERE extname = 'pg_crm'")
+        if [ "$got" != "$current" ]; then
+            echo "lifecycle.sh: $old in $schema was updated to $got, not $current (is an upgrade script missing from sql/?)" >&2
+            status=1; continue
+        fi
+        schema_of "$db" >"$work/$db.sql"
+        if ! diff -u "$work/fresh.sql" "$work/$db.sql" >"$work/$db.diff"; then
+            echo "lifecycle.sh: $old (in $schema) upgraded to $current differs from a fresh $current install:" >&2
+            cat "$work/$db.diff" >&2
+            status=1; continue
+        fi
+        rows=$(psql -d "$db" -At -c "SELECT count(*) || ' ' || count(logo_url) FROM core.tenants" \
+                                  -c "SELECT count(*) FROM core.memberships" | tr '\n' ' ')
+        if [ "$rows" != "1 0 2 " ]; then
+            echo "lifecycle.sh: rows after upgrading from $old in $schema: tenants, logos, members = $rows (want 1 0 2)" >&2
+            status=1; continue
+        fi
+        echo "lifecycle.sh: $old (in $schema) -> $current equals a fresh install; rows kept"
+        upgraded=$db
+    done
+done
+
+# A plain dump and restore, with psql stopping at the first error.
+if [ -n "$upgraded" ]; then
+    psql -d "$upgraded" >/dev/null <<'SQL'
+SELECT crm_private.create_tenant('Globex', 'globex', 'gil@globex.test', 'Gil', 'Europe/Berlin');
+SQL
+    "$bin/pg_dump" -h 127.0.0.1 -p "$port" -U postgres "$upgraded" >"$work/dump.sql"
+    psql -d postgres -c "CREATE DATABASE restored"
+    if ! psql -d restored -f "$work/dump.sql" >"$work/restore.log" 2>&1; then
+        echo "lifecycle.sh: restoring a plain pg_dump failed:" >&2
+        tail -n 20 "$work/restore.log" >&2
+        status=1
+    elif ! diff -u <(rows_of "$upgraded") <(rows_of restored) >"$work/rows.diff"; then
+        echo "lifecycle.sh: the restored database does not hold the rows that were dumped:" >&2
+        cat "$work/rows.diff" >&2
+        status=1
+    else
+        echo "lifecycle.sh: a plain pg_dump restores every row, stamps included ($(rows_of restored | wc -l) rows)"
+    fi
+fi
+exit "$status"
