@@ -6,8 +6,10 @@
 //!
 //! 1. Noisy neighbour: tenant A's admin floods `update_workspace` with a timezone from 16, 64
 //!    and 320 connections while tenant B reads its workspace one request at a time; prints
-//!    B's latency percentiles (and A's throughput and refusals), with per-tenant fairness on
-//!    (the default share, half the pool) and off (share 1.0).
+//!    B's latency percentiles (and A's throughput and refusals), with the default tenant
+//!    share (half the pool) and with share 1.0 (a tenant may take the whole pool). The same
+//!    again with A flooding a deliberately slow function (`api.test_sleep(0.05)`, installed
+//!    in this throwaway cluster only), where only the share protects B.
 //! 2. Slow clients: 8,000 connections each send half a request line and stall; prints the
 //!    edge's resident memory before, at the peak, and after they came and went.
 //!
@@ -105,6 +107,15 @@ fn ms(d: Duration) -> String {
     format!("{:.1}", d.as_secs_f64() * 1000.0)
 }
 
+/// What tenant A floods with.
+#[derive(Clone, Copy)]
+enum Flood {
+    /// `update_workspace` with a timezone (the call that starved others before 0.2.0).
+    Timezone,
+    /// `test_sleep(0.05)`: 50 ms holding a connection.
+    Slow,
+}
+
 /// Tenant A floods from `connections` connections while B reads; B's latencies, A's count
 /// of (ok, refused, other) responses.
 async fn flood(
@@ -113,6 +124,7 @@ async fn flood(
     b: &str,
     connections: usize,
     seconds: u64,
+    kind: Flood,
 ) -> (Vec<Duration>, [u64; 3]) {
     let stop = Arc::new(AtomicBool::new(false));
     let counts = Arc::new([AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)]);
@@ -129,9 +141,15 @@ async fn flood(
             let mut n = i;
             while !stop.load(Ordering::Relaxed) {
                 n += 1;
-                let body = format!(r#"{{"timezone": "{}"}}"#, zones[n % zones.len()]);
+                let (function, body) = match kind {
+                    Flood::Timezone => (
+                        "update_workspace",
+                        format!(r#"{{"timezone": "{}"}}"#, zones[n % zones.len()]),
+                    ),
+                    Flood::Slow => ("test_sleep", r#"{"seconds": 0.05}"#.to_owned()),
+                };
                 let status = client
-                    .post(format!("{url}/rest/v1/rpc/update_workspace"))
+                    .post(format!("{url}/rest/v1/rpc/{function}"))
                     .bearer_auth(&a)
                     .header("content-type", "application/json")
                     .body(body)
@@ -183,23 +201,31 @@ async fn flood(
 
 async fn noisy_neighbour(cluster: &Cluster, members: &[Member], seconds: u64) {
     let (a, b) = (members[0].token(), members[3].token());
-    println!("\n## Noisy neighbour: tenant B's one-row read while tenant A floods update_workspace(timezone)");
-    println!("pool 10; {seconds} s per row after 1 s of warm-up; B reads one request at a time, 10 ms apart\n");
-    println!("| fairness | A connections | B p50 ms | B p95 ms | B max ms | B reads | A ok/s | A 429 | A other |");
-    println!("|---|---|---|---|---|---|---|---|---|");
-    for (label, share) in [("on (share 0.5)", "0.5"), ("off (share 1.0)", "1.0")] {
-        let edge = EdgeProcess::start(cluster, &[("AURA_TENANT_POOL_SHARE", share)]).await;
-        for connections in [0, 16, 64, 320] {
-            let (latencies, [ok, refused, other]) =
-                flood(&edge, &a, &b, connections, seconds).await;
-            println!(
-                "| {label} | {connections} | {} | {} | {} | {} | {:.0} | {refused} | {other} |",
-                ms(percentile(&latencies, 0.5)),
-                ms(percentile(&latencies, 0.95)),
-                ms(*latencies.last().unwrap_or(&Duration::ZERO)),
-                latencies.len(),
-                ok as f64 / seconds as f64,
-            );
+    for (kind, title) in [
+        (
+            Flood::Timezone,
+            "tenant A floods update_workspace(timezone)",
+        ),
+        (Flood::Slow, "tenant A floods a 50 ms function (test_sleep)"),
+    ] {
+        println!("\n## Noisy neighbour: tenant B's one-row read while {title}");
+        println!("pool 10; {seconds} s per row after 1 s of warm-up; B reads one request at a time, 10 ms apart\n");
+        println!("| tenant share | A connections | B p50 ms | B p95 ms | B max ms | B reads | A ok/s | A 429 | A other |");
+        println!("|---|---|---|---|---|---|---|---|---|");
+        for (label, share) in [("0.5 (default)", "0.5"), ("1.0 (whole pool)", "1.0")] {
+            let edge = EdgeProcess::start(cluster, &[("AURA_TENANT_POOL_SHARE", share)]).await;
+            for connections in [0, 16, 64, 320] {
+                let (latencies, [ok, refused, other]) =
+                    flood(&edge, &a, &b, connections, seconds, kind).await;
+                println!(
+                    "| {label} | {connections} | {} | {} | {} | {} | {:.0} | {refused} | {other} |",
+                    ms(percentile(&latencies, 0.5)),
+                    ms(percentile(&latencies, 0.95)),
+                    ms(*latencies.last().unwrap_or(&Duration::ZERO)),
+                    latencies.len(),
+                    ok as f64 / seconds as f64,
+                );
+            }
         }
     }
 }
@@ -260,6 +286,7 @@ async fn main() {
     let cluster = Cluster::start().await;
     let admin = cluster.admin().await;
     let members = seed_two_tenants(&admin, "noisy").await;
+    install_test_sleep(&admin).await;
     noisy_neighbour(&cluster, &members, seconds).await;
     slow_clients(&cluster, 8000).await;
 }
