@@ -126,11 +126,6 @@ impl Database {
         self.ssl_mode
     }
 
-    /// Tenants with requests in flight or waiting for their turn.
-    pub fn active_tenants(&self) -> usize {
-        self.fairness.active_tenants()
-    }
-
     /// Runs `call` for `who` in its own transaction, read-only if asked; returns the JSON
     /// result. The request first waits for its tenant's turn ([`Fairness`]).
     ///
@@ -154,7 +149,15 @@ impl Database {
         loop {
             let client = self.pool.get().await?;
             let request = InFlight::new(client, self.tls.clone(), turn.take());
-            match request.client().batch_execute(begin).await {
+            let begun = tokio::time::timeout(
+                self.transaction_limit,
+                request.client().batch_execute(begin),
+            )
+            .await
+            .map_err(|_| {
+                Error::Unavailable("the database did not answer BEGIN in time".to_owned())
+            })?;
+            match begun {
                 Ok(()) => {}
                 Err(e) if is_connection_error(&e) && !retried => {
                     turn = request.discard();

@@ -105,8 +105,9 @@ impl Fairness {
         })
     }
 
-    /// Tenants with requests in flight or waiting (for tests and diagnostics).
-    pub fn active_tenants(&self) -> usize {
+    /// Tenants with requests in flight or waiting.
+    #[cfg(test)]
+    fn active_tenants(&self) -> usize {
         self.lock().len()
     }
 }
