@@ -55,10 +55,14 @@ else
         [ "$(id -u)" -eq 0 ] && chown "${AURA_PG_USER:-postgres}" "$DATA/pg/pg_hba.conf"
         fresh=1
     fi
-    if [ ! -f "$DATA/pg/postmaster.pid" ]; then
-        "$ROOT/scripts/pgcluster" start "$pgc" "$DATA/pg" "$PG_PORT" "$DATA/postgres.log"
-        started_cluster=1
+    # pg_crm is preloaded: a cluster still running from before (a make run that did not get
+    # to stop it) holds the previous build in memory. Restart it, so this build is what runs.
+    if [ -f "$DATA/pg/postmaster.pid" ]; then
+        say "restarting the local cluster to load this build of pg_crm"
+        "$ROOT/scripts/pgcluster" stop "$pgc" "$DATA/pg"
     fi
+    "$ROOT/scripts/pgcluster" start "$pgc" "$DATA/pg" "$PG_PORT" "$DATA/postgres.log"
+    started_cluster=1
     psql_local=("$(dirname "$pgc")/psql" -X -q -v ON_ERROR_STOP=1 -h "$DATA/pg/run" -p "$PG_PORT" -U postgres)
     if [ -n "${fresh:-}" ]; then
         "${psql_local[@]}" -d postgres -v pw="$POSTGRES_PASSWORD" <<<"ALTER ROLE postgres PASSWORD :'pw'"
@@ -70,7 +74,10 @@ fi
 
 stop_all() {
     trap - INT TERM EXIT
-    trap '' PIPE  # the terminal may be gone already; stopping PostgreSQL must still happen
+    # The terminal (or the pipe we print to) may be gone already: a failed message must not
+    # end this before PostgreSQL is stopped.
+    trap '' PIPE
+    set +e
     [ -n "${edge_pid:-}" ] && kill "$edge_pid" 2>/dev/null && wait "$edge_pid" 2>/dev/null
     if [ -n "$started_cluster" ]; then
         say "stopping PostgreSQL"
