@@ -3,11 +3,12 @@
 -- `crm_private.tenant_id()` explicitly as well (the planner can then use the tenant index
 -- before any non-leakproof operator, and Citus can route the query to one shard).
 
+-- Inlinable (no SET clause; it calls only a qualified pg_catalog function), so it costs
+-- nothing beyond the query that uses it.
 CREATE FUNCTION crm_private.workspace_json(t core.tenants) RETURNS jsonb
     LANGUAGE sql STABLE PARALLEL SAFE
-    SET search_path = pg_catalog, pg_temp
     AS $$
-    SELECT jsonb_build_object(
+    SELECT pg_catalog.jsonb_build_object(
         'id', t.id, 'name', t.name, 'slug', t.slug, 'logo_url', t.logo_url,
         'industry', t.industry, 'timezone', t.timezone, 'status', t.status,
         'created_at', t.created_at, 'updated_at', t.updated_at)
@@ -47,12 +48,15 @@ COMMENT ON FUNCTION api.whoami() IS
 'Who is calling: {user_id, tenant_id, role, display_name, email} of the current request''s member, as the database knows them (the email from the account, not from the token). Any role. NULL without a tenant context.';
 
 CREATE FUNCTION api.get_workspace() RETURNS jsonb
-    LANGUAGE sql STABLE SECURITY INVOKER PARALLEL SAFE
+    LANGUAGE plpgsql STABLE SECURITY INVOKER PARALLEL SAFE
     SET search_path = pg_catalog, pg_temp
     AS $$
-    SELECT crm_private.workspace_json(t)
-    FROM core.tenants t
-    WHERE t.id = crm_private.tenant_id()
+BEGIN
+    RETURN (
+        SELECT crm_private.workspace_json(t)
+        FROM core.tenants t
+        WHERE t.id = crm_private.tenant_id());
+END
 $$;
 COMMENT ON FUNCTION api.get_workspace() IS
 'The caller''s workspace: {id, name, slug, logo_url, industry, timezone, status, created_at, updated_at}. Any role (PRD F1.2). NULL without a tenant context.';
@@ -63,8 +67,12 @@ CREATE FUNCTION api.update_workspace(
     industry text DEFAULT NULL,
     timezone text DEFAULT NULL
 ) RETURNS jsonb
-    LANGUAGE sql VOLATILE SECURITY INVOKER
+    LANGUAGE plpgsql VOLATILE SECURITY INVOKER
     SET search_path = pg_catalog, pg_temp
-    AS $$ SELECT crm_private.update_workspace($1, $2, $3, $4) $$;
+    AS $$
+BEGIN
+    RETURN crm_private.update_workspace($1, $2, $3, $4);
+END
+$$;
 COMMENT ON FUNCTION api.update_workspace(text, text, text, text) IS
 'Update the caller''s workspace metadata (PRD F1.3). Tenant admins only (otherwise 42501). Omitted or null arguments keep their value; an empty string clears logo_url or industry. name: 1-200 characters; logo_url: http(s) URL; industry: up to 100 characters; timezone: an IANA zone such as Europe/Berlin. Invalid values raise 22023 naming the field. Returns the updated workspace.';

@@ -150,3 +150,41 @@ END
 $$;
 COMMENT ON FUNCTION api.whoami() IS
 'Who is calling: {user_id, tenant_id, role, display_name, email} of the current request''s member, as the database knows them (the email from the account, not from the token). Any role. NULL without a tenant context.';
+
+-- The workspace functions keep their plans: workspace_json is inlinable (no SET clause),
+-- get_workspace and the update_workspace wrapper are PL/pgSQL (ARCHITECTURE.md, request-path
+-- cost). Same results, same grants and comments.
+CREATE OR REPLACE FUNCTION crm_private.workspace_json(t core.tenants) RETURNS jsonb
+    LANGUAGE sql STABLE PARALLEL SAFE
+    AS $$
+    SELECT pg_catalog.jsonb_build_object(
+        'id', t.id, 'name', t.name, 'slug', t.slug, 'logo_url', t.logo_url,
+        'industry', t.industry, 'timezone', t.timezone, 'status', t.status,
+        'created_at', t.created_at, 'updated_at', t.updated_at)
+$$;
+
+CREATE OR REPLACE FUNCTION api.get_workspace() RETURNS jsonb
+    LANGUAGE plpgsql STABLE SECURITY INVOKER PARALLEL SAFE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+BEGIN
+    RETURN (
+        SELECT crm_private.workspace_json(t)
+        FROM core.tenants t
+        WHERE t.id = crm_private.tenant_id());
+END
+$$;
+
+CREATE OR REPLACE FUNCTION api.update_workspace(
+    name text DEFAULT NULL,
+    logo_url text DEFAULT NULL,
+    industry text DEFAULT NULL,
+    timezone text DEFAULT NULL
+) RETURNS jsonb
+    LANGUAGE plpgsql VOLATILE SECURITY INVOKER
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+BEGIN
+    RETURN crm_private.update_workspace($1, $2, $3, $4);
+END
+$$;
