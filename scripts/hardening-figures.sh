@@ -6,7 +6,7 @@ set -euo pipefail
 source "$(dirname "$0")/common.sh"
 cd "$ROOT"
 "$ROOT/scripts/prereqs.sh"
-pgc=$(pg_tree "$AURA_WORK/pg15-release")
+pgc=$(pg_tree "$(pg_trees_dir)/pg15-release")
 say "building (release)"
 (cd pg_crm && cargo pgrx install --release --pg-config "$pgc" >/dev/null)
 cargo build --release -p edge --bin aura-edge -p aura-tests --bin hardening_figures

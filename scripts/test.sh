@@ -14,8 +14,10 @@ exec > >(tee "$log") 2>&1
 
 # pg_crm's #[pg_test]s get their own tree (their build adds a `tests` schema); the
 # regression suite and the integration tests share the other.
-pg_tree "$AURA_WORK/pg15-pgtest" >/dev/null
-PGC=$("$ROOT/scripts/pgcluster" tree "$AURA_WORK/pg15")
+trees=$(pg_trees_dir)
+[ "$trees" = "$AURA_WORK" ] || say "PostgreSQL trees in $trees (${AURA_PG_USER:-postgres} cannot reach $AURA_WORK)"
+pg_tree "$trees/pg15-pgtest" >/dev/null
+PGC=$("$ROOT/scripts/pgcluster" tree "$trees/pg15")
 
 say "cargo fmt --check"
 cargo fmt --all -- --check
