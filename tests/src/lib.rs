@@ -169,13 +169,13 @@ impl Cluster {
             .as_bytes(),
         )
         .expect("enable TLS");
-        let cluster = Cluster {
+        let mut cluster = Cluster {
             pg_config,
             dir,
             port,
             tls,
         };
-        cluster.start_again();
+        cluster.first_start();
         let admin = cluster.connect("postgres").await;
         admin
             .batch_execute("CREATE DATABASE aura")
@@ -210,6 +210,32 @@ impl Cluster {
     }
 
     /// Start it again on the same port.
+    /// Starts on the port picked; should another process have taken that port since it was
+    /// picked (tests run in parallel, edges bind free ports too), on a fresh one.
+    fn first_start(&mut self) {
+        for _ in 0..5 {
+            let out = Command::new(root().join("scripts/pgcluster"))
+                .args([
+                    "start",
+                    &self.pg_config,
+                    &self.data(),
+                    &self.port.to_string(),
+                ])
+                .output()
+                .expect("run scripts/pgcluster");
+            if out.status.success() {
+                return;
+            }
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                stderr.contains("already in use"),
+                "starting PostgreSQL failed: {stderr}"
+            );
+            self.port = pgcluster(&["free-port"]).parse().expect("a port");
+        }
+        panic!("no free port for PostgreSQL after 5 tries");
+    }
+
     pub fn start_again(&self) {
         pgcluster(&[
             "start",
