@@ -1,11 +1,14 @@
 # Aura CRM. `make run` starts everything locally; `make test` runs every test.
-.PHONY: run test build install prereqs clean-data
+.PHONY: run test bench build install prereqs clean-data
 
 run:          ## build, start PostgreSQL (.data/) with pg_crm and the edge on 127.0.0.1:3000
 	scripts/run.sh
 
 test:         ## fmt, clippy, unit tests, #[pg_test]s, regression suite, integration tests
 	scripts/test.sh
+
+bench:        ## pgbench of the request transaction and the gate (release build; BENCH_SECONDS per variant)
+	scripts/bench.sh
 
 build:        ## compile the workspace
 	scripts/prereqs.sh && cargo build --workspace
@@ -16,5 +19,5 @@ install:      ## install pg_crm into the system PostgreSQL 15 (for DATABASE_URL 
 prereqs:      ## check or install what the build needs
 	scripts/prereqs.sh
 
-clean-data:   ## delete the local cluster and keys under .data/ (asks first)
-	@read -p "Delete .data/ (local database and keys)? [y/N] " a && [ "$$a" = y ] && rm -rf .data
+clean-data:   ## delete the local cluster, keys and mail under .data/ (asks first)
+	@read -p "Delete .data/ (local database, keys and mail)? [y/N] " a && [ "$$a" = y ] && rm -rf .data

@@ -50,13 +50,21 @@ schema_of() {
                  -e "s/(binary_upgrade_create_empty_extension\(.*)'\{[0-9,]*\}'/\1'{...}'/" \
         | grep -v -e 'binary_upgrade_set_next_' -e 'binary_upgrade_set_pg_class_oids' \
                   -e '^-- Dumped ' -e '^\\restrict ' -e '^\\unrestrict '
-    psql -d "$1" -At -c "SELECT 'extconfig: ' || extconfig::regclass[]::text FROM pg_extension WHERE extname = 'pg_crm'"
+    # The registered tables with their dump filters (their order is only the order of
+    # registration, which differs between a fresh install and an upgrade).
+    psql -d "$1" -At -c "SELECT 'extconfig: ' || string_agg(c.t::regclass::text || coalesce(' ' || nullif(c.f, ''), ''), ', ' ORDER BY c.t::regclass::text)
+                           FROM pg_extension e, unnest(e.extconfig, e.extcondition) AS c(t, f) WHERE e.extname = 'pg_crm'"
 }
 # Every row of the extension's tables and of auth.users, in a stable order.
 rows_of() {
     psql -d "$1" -At -c "SELECT t::text FROM core.tenants t ORDER BY id" \
         -c "SELECT m::text FROM core.memberships m ORDER BY tenant_id, id" \
-        -c "SELECT u::text FROM auth.users u ORDER BY id"
+        -c "SELECT u::text FROM auth.users u ORDER BY id" \
+        -c "SELECT s::text FROM auth.sessions s ORDER BY id" \
+        -c "SELECT r::text FROM core.roles r ORDER BY key" \
+        -c "SELECT p::text FROM core.role_permissions p ORDER BY role, permission" \
+        -c "SELECT o.id, o.kind, o.recipient FROM core.email_outbox o ORDER BY id" \
+        -c "SELECT s::text FROM crm_private.auth_settings s ORDER BY key"
 }
 
 # The install guard.
@@ -95,21 +103,31 @@ for dir in "$here"/upgrade/*/; do
     [ "$old" != "$current" ] || continue
     cp "$dir/pg_crm--$old.sql" "$extdir/"
     installed_scripts+=("$extdir/pg_crm--$old.sql")
-    for schema in public extensions; do
+    # Versions before 0.2.0 could be created in any schema; from 0.2.0 the control file
+    # names crm_private.
+    schemas="public extensions"
+    grep -q '^schema = ' "$dir/pg_crm.control" && schemas=crm_private
+    for schema in $schemas; do
         db="from_${old//./_}_in_$schema"
         psql -d postgres -c "CREATE DATABASE $db"
         psql -d "$db" -c "CREATE SCHEMA IF NOT EXISTS extensions"
         # As released: that version's control file.
         cp "$dir/pg_crm.control" "$extdir/pg_crm.control"
-        psql -d "$db" -c "CREATE EXTENSION pg_crm VERSION '$old' SCHEMA $schema"
+        if [ "$schema" = crm_private ]; then
+            psql -d "$db" -c "CREATE EXTENSION pg_crm VERSION '$old'"
+        else
+            psql -d "$db" -c "CREATE EXTENSION pg_crm VERSION '$old' SCHEMA $schema"
+        fi
         cp "$work/current.control" "$extdir/pg_crm.control"
         # Rows written by the old version, one of them with a logo URL 0.1.0 accepted and
         # 0.2.0 refuses (the upgrade clears it).
         psql -d "$db" >/dev/null <<'SQL'
 SELECT crm_private.create_tenant('Acme', 'acme', 'ann@acme.test', 'Ann');
 SELECT crm_private.add_member(id, 'rita@acme.test', 'rep') FROM core.tenants WHERE slug = 'acme';
-UPDATE core.tenants SET logo_url = 'https://x.test/"><script>' WHERE slug = 'acme';
 SQL
+        if [ "$old" = 0.1.0 ]; then
+            psql -d "$db" -c "UPDATE core.tenants SET logo_url = 'https://x.test/\"><script>' WHERE slug = 'acme'" >/dev/null
+        fi
         psql -d "$db" -c "ALTER EXTENSION pg_crm UPDATE"
         got=$(psql -d "$db" -At -c "SELECT extversion FROM pg_extension WHERE extname = 'pg_crm'")
         if [ "$got" != "$current" ]; then
@@ -137,6 +155,12 @@ done
 if [ -n "$upgraded" ]; then
     psql -d "$upgraded" >/dev/null <<'SQL'
 SELECT crm_private.create_tenant('Globex', 'globex', 'gil@globex.test', 'Gil', 'Europe/Berlin');
+SELECT crm_private.create_session(id) FROM auth.users WHERE email = 'gil@globex.test';
+-- A custom role (rows, no schema change) and a setting: dumped, unlike the built-in rows.
+INSERT INTO core.roles (key, label) VALUES ('viewer', 'Viewer');
+INSERT INTO core.role_permissions (role, permission) VALUES ('viewer', 'workspace.read');
+INSERT INTO crm_private.auth_settings (key, value) VALUES ('password_min_length', '10');
+SELECT crm_private.auth_queue_email(NULL, 'recovery', 'gil@globex.test', ARRAY['123456', 'abc'], NULL);
 SQL
     "$bin/pg_dump" -h 127.0.0.1 -p "$port" -U postgres "$upgraded" >"$work/dump.sql"
     psql -d postgres -c "CREATE DATABASE restored"

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # `make run`: the whole system on this machine. Builds and installs pg_crm into a private
 # copy of PostgreSQL 15 under .data/, starts a local cluster there (or uses DATABASE_URL),
-# applies the Supabase-compat bootstrap and CREATE EXTENSION pg_crm, then runs the edge in
-# the foreground. Re-running keeps the data; Ctrl-C stops both.
+# applies the Supabase-compat bootstrap and CREATE EXTENSION pg_crm, sets the auth settings
+# for development (autoconfirm, site_url), then runs the edge in the foreground. Re-running
+# keeps the data; Ctrl-C stops both.
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
 cd "$ROOT"
@@ -33,6 +34,27 @@ if [ ! -f "$DATA/secrets.env" ]; then
 fi
 # shellcheck disable=SC1091
 source "$DATA/secrets.env"
+# The API keys clients send (supabase-js's `supabaseKey`), as Supabase's local setup makes
+# them: HS256 JWTs signed with JWT_SECRET, valid 10 years, with role anon or service_role.
+# Generated once too; a secrets.env from before they existed gets them appended.
+api_key() {
+    JWT_SECRET=$JWT_SECRET python3 - "$1" <<'PY'
+import base64, hashlib, hmac, json, os, sys, time
+b64 = lambda data: base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+now = int(time.time())
+claims = {"iss": "aura", "role": sys.argv[1], "aud": "authenticated", "iat": now, "exp": now + 10 * 365 * 86400}
+head = b64(json.dumps({"alg": "HS256", "typ": "JWT"}, separators=(",", ":")).encode())
+body = b64(json.dumps(claims, separators=(",", ":")).encode())
+sig = hmac.new(os.environ["JWT_SECRET"].encode(), f"{head}.{body}".encode(), hashlib.sha256).digest()
+print(f"{head}.{body}.{b64(sig)}")
+PY
+}
+grep -q '^ANON_KEY=' "$DATA/secrets.env" || echo "ANON_KEY=$(api_key anon)" >>"$DATA/secrets.env"
+grep -q '^SERVICE_ROLE_KEY=' "$DATA/secrets.env" || echo "SERVICE_ROLE_KEY=$(api_key service_role)" >>"$DATA/secrets.env"
+# shellcheck disable=SC1091
+source "$DATA/secrets.env"
+# Emails (signup confirmation, invitations, password recovery) go to files unless SMTP is set.
+export AURA_MAIL_DIR=${AURA_MAIL_DIR:-$DATA/mail}
 
 started_cluster=
 if [ -n "${DATABASE_URL:-}" ]; then
@@ -91,16 +113,34 @@ psql_admin=(psql -X -q -v ON_ERROR_STOP=1 "$admin_url")
 "${psql_admin[@]}" -f sql/supabase_compat.sql
 "${psql_admin[@]}" -c "CREATE EXTENSION IF NOT EXISTS pg_crm" -c "ALTER EXTENSION pg_crm UPDATE"
 "${psql_admin[@]}" -v pw="$AUTHENTICATOR_PASSWORD" <<<"ALTER ROLE authenticator LOGIN PASSWORD :'pw'"
+# Auth settings for this development system: sign-ups need no email confirmation (unless an
+# operator set autoconfirm otherwise), and links in emails point at this edge.
+"${psql_admin[@]}" -v site_url="http://$AURA_LISTEN" <<'SQL'
+INSERT INTO crm_private.auth_settings (key, value) VALUES ('autoconfirm', 'true')
+    ON CONFLICT (key) DO NOTHING;
+INSERT INTO crm_private.auth_settings (key, value) VALUES ('site_url', to_jsonb(:'site_url'::text))
+    ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, updated_at = now()
+    WHERE crm_private.auth_settings.value IS DISTINCT FROM EXCLUDED.value;
+SQL
 
 umask 077
 cat >"$DATA/keys.env" <<ENV
 # Written by make run. Source it: set -a; . .data/keys.env; set +a
 AURA_URL=http://$AURA_LISTEN
+AURA_ANON_KEY=$ANON_KEY
+AURA_SERVICE_ROLE_KEY=$SERVICE_ROLE_KEY
 AURA_JWT_SECRET=$JWT_SECRET
 AURA_DATABASE_URL=$admin_url
 AURA_AUTHENTICATOR_URL=$edge_url
+AURA_MAIL_DIR=$AURA_MAIL_DIR
 ENV
 umask 022
+if [ -n "${AURA_SMTP_URL:-}" ]; then
+    mail_note="sent over SMTP (AURA_SMTP_URL)"
+else
+    mail_dir=${AURA_MAIL_DIR#"$ROOT"/}
+    mail_note="emails (signup, invite, recovery) are written to $mail_dir/ as .eml files; set AURA_SMTP_URL to send them"
+fi
 
 export AURA_JWT_SECRET=$JWT_SECRET AURA_AUTHENTICATOR_URL=$edge_url
 "$edge_bin" &
@@ -113,9 +153,13 @@ done
 cat <<MSG
 
   Aura is running.
-    edge (HTTP API)   http://$AURA_LISTEN      OpenAPI: http://$AURA_LISTEN/rest/v1/
+    API URL           http://$AURA_LISTEN      OpenAPI: http://$AURA_LISTEN/rest/v1/   auth: /auth/v1
+    anon key          $ANON_KEY
+    service role key  $SERVICE_ROLE_KEY
+                      (full access to /auth/v1/admin: keep it off clients)
+    mail              $mail_note
     database (DBA)    psql "$admin_url"
-    keys              .data/keys.env (AURA_URL, AURA_JWT_SECRET, AURA_DATABASE_URL)
+    keys              .data/keys.env (AURA_URL, AURA_ANON_KEY, AURA_SERVICE_ROLE_KEY, AURA_DATABASE_URL, ...)
   Ctrl-C stops both.
 
 MSG

@@ -16,6 +16,10 @@ GRANT USAGE ON SCHEMA core TO crm_owner;
 GRANT USAGE ON SCHEMA api, core, crm_private TO authenticated;
 
 GRANT SELECT ON core.tenants TO authenticated;
+GRANT SELECT ON core.roles, core.permissions, core.role_permissions TO authenticated;
+GRANT UPDATE (role, status, display_name, avatar_url, department) ON core.memberships TO authenticated;
+GRANT SELECT, INSERT (tenant_id, email, role, user_id, invited_by, token_hash, expires_at),
+      UPDATE (status, token_hash, expires_at, sent_at) ON core.invitations TO authenticated;
 GRANT UPDATE (name, logo_url, industry, timezone) ON core.tenants TO authenticated;
 GRANT SELECT ON core.memberships TO authenticated;
 
@@ -29,9 +33,66 @@ GRANT EXECUTE ON FUNCTION
     crm_private.update_workspace(text, text, text, text),
     api.whoami(),
     api.get_workspace(),
-    api.update_workspace(text, text, text, text)
+    api.update_workspace(text, text, text, text),
+    crm_private.has_permission(text),
+    crm_private.require_permission(text),
+    crm_private.page_size(integer),
+    crm_private.encode_cursor(timestamptz, uuid),
+    crm_private.decode_cursor(text),
+    crm_private.normalize_email(text),
+    crm_private.member_email(uuid),
+    crm_private.member_json(core.memberships),
+    crm_private.invitation_json(core.invitations),
+    crm_private.invitation_account(text, text),
+    crm_private.invitation_token(text, text),
+    crm_private.change_member(uuid, text, text),
+    api.invite_user(text, text),
+    api.list_invitations(integer, text),
+    api.resend_invitation(uuid),
+    api.revoke_invitation(uuid),
+    api.list_members(integer, text),
+    api.set_member_role(uuid, text),
+    api.deactivate_member(uuid),
+    api.reactivate_member(uuid),
+    api.update_profile(text, text, text),
+    api.my_permissions()
 TO authenticated;
 
--- anon and service_role get nothing yet. The operator functions (crm_private.create_tenant,
--- add_member, set_tenant_status, set_member_status, suspend_tenant, reactivate_tenant) are
--- for the DBA (a superuser) only.
+-- crm_auth: the role the edge's /auth/v1 endpoints run as (SET LOCAL ROLE crm_auth). It
+-- reaches auth.* only through these SECURITY DEFINER functions, and nothing else.
+GRANT USAGE ON SCHEMA crm_private TO crm_auth;
+GRANT EXECUTE ON FUNCTION
+    crm_private.auth_signup(jsonb),
+    crm_private.auth_token_password(jsonb),
+    crm_private.auth_token_refresh(jsonb),
+    crm_private.auth_logout(jsonb),
+    crm_private.auth_user_get(jsonb),
+    crm_private.auth_user_update(jsonb),
+    crm_private.auth_recover(jsonb),
+    crm_private.auth_verify(jsonb),
+    crm_private.auth_invite(jsonb),
+    crm_private.auth_admin_list_users(jsonb),
+    crm_private.auth_admin_get_user(jsonb),
+    crm_private.auth_admin_create_user(jsonb),
+    crm_private.auth_admin_update_user(jsonb),
+    crm_private.auth_admin_delete_user(jsonb),
+    crm_private.auth_settings_public(jsonb),
+    crm_private.auth_redirect_target(jsonb),
+    crm_private.outbox_claim(integer, integer),
+    crm_private.outbox_sent(bigint),
+    crm_private.outbox_failed(bigint, text)
+TO crm_auth;
+
+-- On Supabase, GoTrue calls the access token hook as supabase_auth_admin.
+DO $hook$
+BEGIN
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'supabase_auth_admin') THEN
+        GRANT USAGE ON SCHEMA core TO supabase_auth_admin;
+        GRANT EXECUTE ON FUNCTION core.custom_access_token_hook(jsonb) TO supabase_auth_admin;
+    END IF;
+END
+$hook$;
+
+-- anon and service_role get nothing. The operator functions (crm_private.create_tenant,
+-- add_member, set_tenant_status, set_member_status, suspend_tenant, reactivate_tenant,
+-- create_session) and the auth helpers not listed above are for the DBA (a superuser) only.

@@ -81,6 +81,87 @@ BEGIN
         REVOKE ALL ON auth.users FROM PUBLIC;
     END IF;
 
+    -- The rest of GoTrue's tables pg_crm's auth service uses (GoTrue's layout, so a user
+    -- moved between Aura and a Supabase project keeps working): identities, sessions,
+    -- refresh tokens, one-time tokens.
+    IF pg_catalog.to_regtype('auth.aal_level') IS NULL THEN
+        CREATE TYPE auth.aal_level AS ENUM ('aal1', 'aal2', 'aal3');
+    END IF;
+    IF pg_catalog.to_regtype('auth.one_time_token_type') IS NULL THEN
+        CREATE TYPE auth.one_time_token_type AS ENUM (
+            'confirmation_token', 'reauthentication_token', 'recovery_token',
+            'email_change_token_new', 'email_change_token_current', 'phone_change_token');
+    END IF;
+    IF pg_catalog.to_regclass('auth.identities') IS NULL THEN
+        CREATE TABLE auth.identities (
+            provider_id text NOT NULL,
+            user_id uuid NOT NULL REFERENCES auth.users (id) ON DELETE CASCADE,
+            identity_data jsonb NOT NULL,
+            provider text NOT NULL,
+            last_sign_in_at timestamptz,
+            created_at timestamptz,
+            updated_at timestamptz,
+            email text GENERATED ALWAYS AS (lower(identity_data ->> 'email')) STORED,
+            id uuid NOT NULL DEFAULT gen_random_uuid() PRIMARY KEY,
+            CONSTRAINT identities_provider_id_provider_unique UNIQUE (provider_id, provider)
+        );
+        CREATE INDEX identities_user_id_idx ON auth.identities (user_id);
+        CREATE INDEX identities_email_idx ON auth.identities (email text_pattern_ops);
+        REVOKE ALL ON auth.identities FROM PUBLIC;
+    END IF;
+    IF pg_catalog.to_regclass('auth.sessions') IS NULL THEN
+        CREATE TABLE auth.sessions (
+            id uuid NOT NULL PRIMARY KEY,
+            user_id uuid NOT NULL REFERENCES auth.users (id) ON DELETE CASCADE,
+            created_at timestamptz,
+            updated_at timestamptz,
+            factor_id uuid,
+            aal auth.aal_level,
+            not_after timestamptz,
+            refreshed_at timestamp,
+            user_agent text,
+            ip inet,
+            tag text
+        );
+        CREATE INDEX sessions_user_id_idx ON auth.sessions (user_id);
+        CREATE INDEX user_id_created_at_idx ON auth.sessions (user_id, created_at);
+        CREATE INDEX sessions_not_after_idx ON auth.sessions (not_after DESC);
+        REVOKE ALL ON auth.sessions FROM PUBLIC;
+    END IF;
+    IF pg_catalog.to_regclass('auth.refresh_tokens') IS NULL THEN
+        CREATE TABLE auth.refresh_tokens (
+            instance_id uuid,
+            id bigserial PRIMARY KEY,
+            token varchar(255) CONSTRAINT refresh_tokens_token_unique UNIQUE,
+            user_id varchar(255),
+            revoked boolean,
+            created_at timestamptz,
+            updated_at timestamptz,
+            parent varchar(255),
+            session_id uuid REFERENCES auth.sessions (id) ON DELETE CASCADE
+        );
+        CREATE INDEX refresh_tokens_instance_id_user_id_idx ON auth.refresh_tokens (instance_id, user_id);
+        CREATE INDEX refresh_tokens_parent_idx ON auth.refresh_tokens (parent);
+        CREATE INDEX refresh_tokens_session_id_revoked_idx ON auth.refresh_tokens (session_id, revoked);
+        CREATE INDEX refresh_tokens_updated_at_idx ON auth.refresh_tokens (updated_at DESC);
+        REVOKE ALL ON auth.refresh_tokens FROM PUBLIC;
+    END IF;
+    IF pg_catalog.to_regclass('auth.one_time_tokens') IS NULL THEN
+        CREATE TABLE auth.one_time_tokens (
+            id uuid NOT NULL PRIMARY KEY,
+            user_id uuid NOT NULL REFERENCES auth.users (id) ON DELETE CASCADE,
+            token_type auth.one_time_token_type NOT NULL,
+            token_hash text NOT NULL CHECK (char_length(token_hash) > 0),
+            relates_to text NOT NULL,
+            created_at timestamp NOT NULL DEFAULT now(),
+            updated_at timestamp NOT NULL DEFAULT now(),
+            CONSTRAINT one_time_tokens_user_id_token_type_key UNIQUE (user_id, token_type)
+        );
+        CREATE INDEX one_time_tokens_token_hash_hash_idx ON auth.one_time_tokens USING hash (token_hash);
+        CREATE INDEX one_time_tokens_relates_to_hash_idx ON auth.one_time_tokens USING hash (relates_to);
+        REVOKE ALL ON auth.one_time_tokens FROM PUBLIC;
+    END IF;
+
     IF pg_catalog.to_regprocedure('auth.uid()') IS NULL THEN
         CREATE FUNCTION auth.uid() RETURNS uuid LANGUAGE sql STABLE AS $fn$
             SELECT coalesce(

@@ -36,6 +36,15 @@ use crate::pgtls::DbTarget;
 /// | `AURA_JWT_AUD` | required `aud` claim | `authenticated` |
 /// | `AURA_JWT_ISSUER` | accepted `iss` values, comma-separated; unset: not checked | unset |
 /// | `AURA_JWT_ALGORITHMS` | comma-separated allowlist of JWT algorithms | `HS256` if a secret is set, plus `ES256,RS256` if a JWKS is set |
+/// | `AURA_JWT_EXPIRY` | lifetime of the access tokens `/auth/v1` issues | `3600s` |
+/// | `AURA_JWT_SIGNING_KEY` | PEM file of an EC P-256 private key: sign with ES256 and publish the public key at `/auth/v1/.well-known/jwks.json` (else HS256 with `AURA_JWT_SECRET`) | unset |
+/// | `AURA_JWT_SIGNING_KID` | key id of that key | `aura-1` |
+/// | `AURA_JWT_SIGNING_ISSUER` | `iss` of the tokens `/auth/v1` issues | the first `AURA_JWT_ISSUER`, else `aura` |
+/// | `AURA_MAIL_DIR` | without SMTP, where each outgoing email is written as an `.eml` file | `mail` |
+/// | `AURA_SMTP_URL` | deliver email over SMTP: `smtp://user:pass@host:587` (STARTTLS), `smtps://…` (TLS) or `smtp://host:25?tls=none` | unset |
+/// | `AURA_MAIL_FROM` | the sender of outgoing email | `Aura <noreply@localhost>` |
+/// | `AURA_MAIL_POLL` | how often the outbox is checked for email to send | `1s` |
+/// | `AURA_CORS_ORIGINS` | origins browsers may call from, comma-separated, or `*` | `*` |
 /// | `AURA_LOG` | tracing filter directive | `info` |
 ///
 /// At least one of `AURA_JWT_SECRET` and `AURA_JWT_JWKS` is required. Empty values count as
@@ -51,8 +60,42 @@ pub struct Config {
     pub http: HttpLimits,
     pub jwt: JwtConfig,
     pub listen: SocketAddr,
+    pub auth: AuthConfig,
     /// `tracing_subscriber::EnvFilter` directive; used by the binary, ignored by [`crate::serve`].
     pub log_filter: String,
+}
+
+/// The `/auth/v1` service's edge-side settings (the rules are in the database's
+/// `crm_private.auth_settings`): token signing, email delivery, CORS.
+#[derive(Debug, Clone)]
+pub struct AuthConfig {
+    pub access_token_ttl: Duration,
+    /// PEM of an EC P-256 private key (ES256); `None`: HS256 with the shared secret.
+    pub signing_key_pem: Option<String>,
+    pub signing_kid: String,
+    pub issuer: String,
+    pub mail_dir: PathBuf,
+    pub smtp_url: Option<String>,
+    pub mail_from: String,
+    pub mail_poll: Duration,
+    /// Allowed browser origins; `*` allows any.
+    pub cors_origins: Vec<String>,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            access_token_ttl: Duration::from_secs(3600),
+            signing_key_pem: None,
+            signing_kid: "aura-1".to_owned(),
+            issuer: "aura".to_owned(),
+            mail_dir: PathBuf::from("mail"),
+            smtp_url: None,
+            mail_from: "Aura <noreply@localhost>".to_owned(),
+            mail_poll: Duration::from_secs(1),
+            cors_origins: vec!["*".to_owned()],
+        }
+    }
 }
 
 /// What a client connection may cost: see [`crate::server`].
@@ -156,6 +199,7 @@ impl Config {
             http: HttpLimits::default(),
             jwt,
             listen: SocketAddr::from(([127, 0, 0, 1], 3000)),
+            auth: AuthConfig::default(),
             log_filter: "info".to_owned(),
         }
     }
@@ -170,6 +214,11 @@ impl Config {
         Self::from_lookup(|name| {
             std::env::var_os(name).map(|v| v.into_string().unwrap_or_else(|_| "\u{fffd}".into()))
         })
+    }
+
+    /// As [`Config::from_env`], reading the variables from `get` (for tests and embedding).
+    pub fn from_vars(get: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        Self::from_lookup(get)
     }
 
     pub(crate) fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
@@ -247,7 +296,18 @@ impl Config {
         };
 
         let hs256_secret = var("AURA_JWT_SECRET");
-        let jwks = var("AURA_JWT_JWKS").map(|v| {
+        let auth_defaults = AuthConfig::default();
+        let signing_key_pem = match var("AURA_JWT_SIGNING_KEY") {
+            Some(path) => Some(std::fs::read_to_string(path.trim()).map_err(|e| {
+                invalid(
+                    "AURA_JWT_SIGNING_KEY",
+                    format!("cannot read {}: {e}", path.trim()),
+                )
+            })?),
+            None => None,
+        };
+        let signing_kid = var("AURA_JWT_SIGNING_KID").unwrap_or(auth_defaults.signing_kid.clone());
+        let mut jwks = var("AURA_JWT_JWKS").map(|v| {
             let v = v.trim().to_owned();
             if let Some(path) = v.strip_prefix('@') {
                 JwksSource::File(PathBuf::from(path))
@@ -257,6 +317,20 @@ impl Config {
                 JwksSource::Inline(v)
             }
         });
+        // Tokens this edge signs with its own key verify against that key's public half.
+        let mut own_es256 = false;
+        if let (Some(pem), None) = (&signing_key_pem, &jwks) {
+            let probe = AuthConfig {
+                signing_key_pem: Some(pem.clone()),
+                signing_kid: signing_kid.clone(),
+                ..AuthConfig::default()
+            };
+            let signer = crate::auth::Signer::new(&JwtConfig::hs256(""), &probe)?;
+            if let Some(keys) = signer.as_ref().and_then(|s| s.jwks()) {
+                jwks = Some(JwksSource::Inline(keys.to_string()));
+                own_es256 = true;
+            }
+        }
         if hs256_secret.is_none() && jwks.is_none() {
             return Err(ConfigError::Missing("AURA_JWT_SECRET or AURA_JWT_JWKS"));
         }
@@ -286,7 +360,9 @@ impl Config {
                 if hs256_secret.is_some() {
                     algs.push(Algorithm::HS256);
                 }
-                if jwks.is_some() {
+                if own_es256 {
+                    algs.push(Algorithm::ES256);
+                } else if jwks.is_some() {
                     algs.extend([Algorithm::ES256, Algorithm::RS256]);
                 }
                 algs
@@ -302,6 +378,35 @@ impl Config {
             jwks_cooldown: Duration::from_secs(10),
         };
         crate::jwt::Verifier::new(&jwt)?;
+        let list = |v: String| -> Vec<String> {
+            v.split(',')
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty())
+                .collect()
+        };
+        let auth = AuthConfig {
+            access_token_ttl: duration("AURA_JWT_EXPIRY", auth_defaults.access_token_ttl)?,
+            signing_key_pem,
+            signing_kid,
+            issuer: var("AURA_JWT_SIGNING_ISSUER")
+                .or_else(|| jwt.issuers.first().cloned())
+                .unwrap_or(auth_defaults.issuer),
+            mail_dir: var("AURA_MAIL_DIR")
+                .map(PathBuf::from)
+                .unwrap_or(auth_defaults.mail_dir),
+            smtp_url: var("AURA_SMTP_URL"),
+            mail_from: var("AURA_MAIL_FROM").unwrap_or(auth_defaults.mail_from),
+            mail_poll: duration("AURA_MAIL_POLL", auth_defaults.mail_poll)?,
+            cors_origins: var("AURA_CORS_ORIGINS")
+                .map(list)
+                .unwrap_or(auth_defaults.cors_origins),
+        };
+        if auth.access_token_ttl < Duration::from_secs(120) {
+            return Err(invalid(
+                "AURA_JWT_EXPIRY",
+                "must be at least 120s: clients refresh tokens that expire within 90 seconds",
+            ));
+        }
 
         Ok(Config {
             database_url,
@@ -312,6 +417,7 @@ impl Config {
             http,
             jwt,
             listen,
+            auth,
             log_filter: var("AURA_LOG").unwrap_or_else(|| "info".to_owned()),
         })
     }

@@ -34,6 +34,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, R
 use serde_json::{Map, Value};
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::CancelToken;
+use uuid::Uuid;
 
 use crate::catalog::Catalog;
 use crate::config::Config;
@@ -65,6 +66,8 @@ pub struct Database {
     fairness: Arc<Fairness>,
     /// The role switch, plus a time limit so no request can hold a pooled connection for long.
     set_role_sql: String,
+    /// The same for the auth endpoints, as `crm_auth`.
+    set_auth_role_sql: String,
     /// The longest a request's transaction may take once it has its connection.
     transaction_limit: Duration,
     ssl_mode: SslMode,
@@ -117,6 +120,10 @@ impl Database {
                 "SET LOCAL ROLE authenticated; SET LOCAL statement_timeout = {}",
                 config.statement_timeout.as_millis().max(1)
             ),
+            set_auth_role_sql: format!(
+                "SET LOCAL ROLE crm_auth; SET LOCAL statement_timeout = {}",
+                config.statement_timeout.as_millis().max(1)
+            ),
             transaction_limit: config.statement_timeout + TRANSACTION_MARGIN,
             ssl_mode,
         })
@@ -138,8 +145,30 @@ impl Database {
         call: &Call,
         args: &Map<String, Value>,
     ) -> Result<Value, Error> {
-        let mut turn = Some(self.fairness.acquire(who.tenant_id).await?);
         let args = Value::Object(args.clone());
+        let work = Work::Rpc {
+            who,
+            call,
+            args: &args,
+        };
+        self.run(who.tenant_id, read_only, &work).await
+    }
+
+    /// Runs `crm_private.{function}(req)` of the auth service as `crm_auth`, in its own
+    /// transaction, and returns its reply. Auth traffic has its own fairness share (keyed
+    /// by the nil uuid), so a flood of sign-ins cannot take the whole pool from tenants.
+    pub async fn run_auth(&self, function: &'static str, req: &Value) -> Result<Value, Error> {
+        let work = Work::Auth { function, req };
+        self.run(Some(Uuid::nil()), false, &work).await
+    }
+
+    async fn run(
+        &self,
+        fairness_key: Option<Uuid>,
+        read_only: bool,
+        work: &Work<'_>,
+    ) -> Result<Value, Error> {
+        let mut turn = Some(self.fairness.acquire(fairness_key).await?);
         let begin = if read_only {
             "BEGIN READ ONLY"
         } else {
@@ -169,8 +198,12 @@ impl Database {
                     return Err(Error::from(e));
                 }
             }
-            let work = in_transaction(request.client(), &self.set_role_sql, who, call, &args);
-            let outcome = match tokio::time::timeout(self.transaction_limit, work).await {
+            let role_sql = match work {
+                Work::Rpc { .. } => &self.set_role_sql,
+                Work::Auth { .. } => &self.set_auth_role_sql,
+            };
+            let running = in_transaction(request.client(), role_sql, work);
+            let outcome = match tokio::time::timeout(self.transaction_limit, running).await {
                 Ok(outcome) => outcome,
                 // The server enforces the statement timeout; no answer past it means the
                 // connection is gone. Dropping `request` cancels and discards it.
@@ -181,6 +214,49 @@ impl Database {
                 }
             };
             return request.finish(outcome).await;
+        }
+    }
+
+    /// Runs one statement as `crm_auth` in its own short transaction (the email sender's
+    /// claims and receipts): the rows' first column as JSON, when `returns_json`.
+    pub async fn as_auth_service(
+        &self,
+        sql: &str,
+        params: &[(&(dyn ToSql + Sync), Type)],
+        returns_json: bool,
+    ) -> Result<Vec<Value>, Error> {
+        let client = self.pool.get().await?;
+        let work = async {
+            client
+                .batch_execute(&format!("BEGIN; {}", self.set_auth_role_sql))
+                .await?;
+            let rows = client.query_typed(sql, params).await?;
+            client.batch_execute("COMMIT").await?;
+            let mut values = Vec::new();
+            if returns_json {
+                for row in rows {
+                    values.push(row.try_get::<_, Value>(0)?);
+                }
+            }
+            Ok::<_, tokio_postgres::Error>(values)
+        };
+        match tokio::time::timeout(self.transaction_limit, work).await {
+            Ok(Ok(values)) => Ok(values),
+            Ok(Err(e)) => {
+                if client.is_closed()
+                    || is_connection_error(&e)
+                    || client.batch_execute("ROLLBACK").await.is_err()
+                {
+                    discard(client);
+                }
+                Err(Error::from(e))
+            }
+            Err(_) => {
+                discard(client);
+                Err(Error::Unavailable(
+                    "the database did not answer in time".to_owned(),
+                ))
+            }
         }
     }
 
@@ -263,12 +339,25 @@ fn discard(client: Object) {
     drop(Object::take(client));
 }
 
+/// What a request's transaction runs after the role switch.
+enum Work<'a> {
+    /// The gate, then one `api` function.
+    Rpc {
+        who: &'a Verified,
+        call: &'a Call,
+        args: &'a Value,
+    },
+    /// One function of the auth service (`crm_private.auth_*`), which replies with JSON.
+    Auth {
+        function: &'static str,
+        req: &'a Value,
+    },
+}
+
 async fn in_transaction(
     client: &Object,
     set_role_sql: &str,
-    who: &Verified,
-    call: &Call,
-    args: &Value,
+    work: &Work<'_>,
 ) -> Result<Value, Error> {
     // A missing role, schema or function here means pg_crm is not (fully) installed: a
     // deployment problem, not a 404 for the client. Refusals (42501 etc.) map as usual.
@@ -288,6 +377,20 @@ async fn in_transaction(
             )),
             other => other,
         })?;
+    let (who, call, args) = match work {
+        Work::Rpc { who, call, args } => (*who, *call, *args),
+        Work::Auth { function, req } => {
+            let sql = format!("SELECT crm_private.{function}($1::jsonb)");
+            let value = client
+                .query_typed_one(&sql, &[(*req, Type::JSONB)])
+                .await
+                .map_err(setup)?
+                .try_get::<_, Option<Value>>(0)?
+                .unwrap_or(Value::Null);
+            client.batch_execute("COMMIT").await?;
+            return Ok(value);
+        }
+    };
     let context: [(&(dyn ToSql + Sync), Type); 2] =
         [(&who.claims, Type::JSONB), (&who.tenant_id, Type::UUID)];
     client

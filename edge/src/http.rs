@@ -49,6 +49,10 @@ pub struct AppState {
     pub verifier: Verifier,
     pub db: Database,
     pub limits: HttpLimits,
+    /// Signs the access tokens `/auth/v1` issues; `None` when another issuer does.
+    pub signer: Option<crate::auth::Signer>,
+    /// Browser origins allowed by CORS (`*`: any).
+    pub cors_origins: Vec<String>,
     catalog: RwLock<Option<Arc<Catalog>>>,
     /// Serializes reloads and remembers when the last one happened.
     reload: tokio::sync::Mutex<Option<Instant>>,
@@ -66,11 +70,19 @@ struct RequestInfo {
 }
 
 impl AppState {
-    pub fn new(verifier: Verifier, db: Database, limits: HttpLimits) -> AppState {
+    pub fn new(
+        verifier: Verifier,
+        db: Database,
+        limits: HttpLimits,
+        signer: Option<crate::auth::Signer>,
+        cors_origins: Vec<String>,
+    ) -> AppState {
         AppState {
             verifier,
             db,
             limits,
+            signer,
+            cors_origins,
             catalog: RwLock::new(None),
             reload: tokio::sync::Mutex::new(None),
             last_ready: std::sync::Mutex::new(None),
@@ -196,11 +208,13 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/rest/v1", any(openapi))
         .route("/rest/v1/", any(openapi))
         .route("/rest/v1/rpc/{function}", any(rpc_call))
+        .route("/auth/v1/{*rest}", any(crate::auth::handle))
         .fallback(|| async { Error::NoRoute })
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             limit_head,
         ))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), cors))
         .layer(axum::middleware::from_fn(log_request))
         .with_state(state)
 }
@@ -255,6 +269,20 @@ async fn openapi(State(state): State<Arc<AppState>>, method: Method) -> Response
     }
 }
 
+/// CORS for browser clients: preflights are answered here, before routing; other
+/// responses get the headers when the `Origin` is allowed.
+async fn cors(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+    if request.method() == Method::OPTIONS {
+        if let Some(response) = crate::auth::preflight(&state.cors_origins, request.headers()) {
+            return response;
+        }
+    }
+    let headers = request.headers().clone();
+    let mut response = next.run(request).await;
+    crate::auth::cors_headers(&state.cors_origins, &headers, response.headers_mut());
+    response
+}
+
 /// Rejects a request head larger than the configured limit with the JSON body (hyper
 /// itself refuses heads beyond a higher hard limit, with a bare 431).
 async fn limit_head(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
@@ -278,7 +306,7 @@ async fn limit_head(State(state): State<Arc<AppState>>, request: Request, next: 
 
 /// The whole body, within the size and time limits. While it arrives the connection is in
 /// its body phase (evictable at the connection cap, see [`crate::server`]).
-async fn read_body(
+pub(crate) async fn read_body(
     body: Body,
     headers: &HeaderMap,
     limits: &HttpLimits,

@@ -169,11 +169,27 @@ impl Verifier {
     /// Verifies a token (without the `Bearer ` prefix). Every failure is a 401. A key id the
     /// JWKS does not hold triggers one reload (at most once per cooldown) and a second try.
     pub async fn verify(&self, token: &str) -> Result<Verified, Error> {
-        match self.verify_with_current_keys(token) {
+        let claims = self.verified_claims(token, Mode::User).await?;
+        Ok(user_of(claims)?)
+    }
+
+    /// Verifies an operator's token: signed by a known key, unexpired, `role: service_role`
+    /// (Supabase's service key has no `sub`, and its `aud` is not checked). Every failure is
+    /// a 401.
+    pub async fn verify_service_role(&self, token: &str) -> Result<(), Error> {
+        let claims = self.verified_claims(token, Mode::ServiceRole).await?;
+        if claims.get("role").and_then(Value::as_str) != Some("service_role") {
+            return Err(Refusal::Bad("JWT role is not service_role").into());
+        }
+        Ok(())
+    }
+
+    async fn verified_claims(&self, token: &str, mode: Mode) -> Result<Value, Error> {
+        match self.verify_with_current_keys(token, mode) {
             Err(Refusal::UnknownKey) => match self.reloadable_jwks() {
                 Some(jwks) => {
                     jwks.reload_for_unknown_key().await;
-                    Ok(self.verify_with_current_keys(token)?)
+                    Ok(self.verify_with_current_keys(token, mode)?)
                 }
                 None => Err(Refusal::UnknownKey.into()),
             },
@@ -181,7 +197,7 @@ impl Verifier {
         }
     }
 
-    fn verify_with_current_keys(&self, token: &str) -> Result<Verified, Refusal> {
+    fn verify_with_current_keys(&self, token: &str, mode: Mode) -> Result<Value, Refusal> {
         let bad = Refusal::Bad;
         let header = decode_header(token)
             .map_err(|_| bad("JWT is malformed or uses an unsupported algorithm"))?;
@@ -216,7 +232,10 @@ impl Verifier {
         validation.leeway = LEEWAY_SECS;
         validation.validate_nbf = true;
         validation.set_audience(&[&self.audience]);
-        if self.issuers.is_empty() {
+        if mode == Mode::ServiceRole {
+            validation.validate_aud = false;
+            validation.set_required_spec_claims(&["exp"]);
+        } else if self.issuers.is_empty() {
             validation.set_required_spec_claims(&["exp", "aud", "sub"]);
         } else {
             validation.set_issuer(&self.issuers);
@@ -242,6 +261,21 @@ impl Verifier {
         if !claims.is_object() {
             return Err(bad("JWT claims are not an object"));
         }
+        Ok(claims)
+    }
+}
+
+/// Whether a token must be a user's or an operator's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    User,
+    ServiceRole,
+}
+
+/// The user a verified token is for.
+fn user_of(claims: Value) -> Result<Verified, Refusal> {
+    let bad = Refusal::Bad;
+    {
         // The canonical hyphenated form only: the gate accepts nothing else either, and a
         // token must not pass here in a form the database then refuses as someone else.
         let user_id = claims

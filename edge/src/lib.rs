@@ -14,8 +14,10 @@
 //! the OpenAPI document), [`rpc`] (HTTP call → SQL statement), [`db`] (pool, per-request
 //! transaction, cancel on disconnect), [`fairness`] (each tenant's share of the pool),
 //! [`pgtls`] (TLS to PostgreSQL), [`error`] (the one error type and its HTTP mapping),
-//! [`http`] (routes and the request log).
+//! [`http`] (routes and the request log), [`auth`] (the Supabase Auth compatible `/auth/v1`),
+//! [`mail`] (the email outbox sender).
 
+pub mod auth;
 pub mod catalog;
 pub mod config;
 pub mod db;
@@ -23,6 +25,7 @@ pub mod error;
 pub mod fairness;
 pub mod http;
 pub mod jwt;
+pub mod mail;
 pub mod pgtls;
 pub mod rpc;
 pub mod server;
@@ -30,7 +33,7 @@ pub mod server;
 use std::future::Future;
 use std::sync::Arc;
 
-pub use config::{Config, ConfigError, HttpLimits, JwksSource, JwtConfig};
+pub use config::{AuthConfig, Config, ConfigError, HttpLimits, JwksSource, JwtConfig};
 pub use error::Error;
 
 /// Serves the edge on `listener` until `shutdown` completes, then finishes in-flight requests.
@@ -73,9 +76,22 @@ pub async fn serve(
         max_connections = config.http.max_connections,
         "aura-edge listening"
     );
-    let state = Arc::new(http::AppState::new(verifier, db, config.http.clone()));
+    let signer = auth::Signer::new(&config.jwt, &config.auth)?;
+    let issues_tokens = signer.is_some();
+    let state = Arc::new(http::AppState::new(
+        verifier,
+        db,
+        config.http.clone(),
+        signer,
+        config.auth.cors_origins.clone(),
+    ));
+    // The outbox sender runs where the auth service does.
+    let sender = issues_tokens.then(|| tokio::spawn(mail::run(state.clone(), config.auth.clone())));
     let served = server::run(listener, http::router(state), config.http, shutdown).await;
     if let Some(task) = jwks_refresh {
+        task.abort();
+    }
+    if let Some(task) = sender {
         task.abort();
     }
     served?;

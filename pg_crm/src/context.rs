@@ -12,12 +12,16 @@ use crate::domain::roles::TenantRole;
 use crate::error::{CrmError, OrRaise};
 use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
 use pgrx::prelude::*;
+use pgrx::spi::{OwnedPreparedStatement, SpiClient};
 use pgrx::JsonB;
+use pgrx::{PgBuiltInOids, PgOid};
+use std::cell::RefCell;
 use std::ffi::CString;
 
 static TENANT_ID: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 static USER_ID: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 static TENANT_ROLE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+static PERMISSIONS: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 
 pub(crate) fn register_settings() {
     let define = |name, short, setting| {
@@ -44,6 +48,11 @@ pub(crate) fn register_settings() {
         c"app.tenant_role",
         c"Role of the current user in the current tenant.",
         &TENANT_ROLE,
+    );
+    define(
+        c"app.permissions",
+        c"Permissions of the current user's role, as ,key,key,.",
+        &PERMISSIONS,
     );
 }
 
@@ -78,76 +87,151 @@ impl Context {
     }
 }
 
-/// The one gate: checks the request's user against the database and, if allowed, sets
-/// the tenant context for the rest of the transaction. Raises 42501 and sets nothing
-/// otherwise. Not STRICT: missing claims or tenant must raise, not return NULL quietly.
+/// The gate's one query, planned once per connection and kept (`SPI_keepplan`): the
+/// membership with its role's permissions, the tenant's status, and whether the token's
+/// session is live (not logged out, not past `not_after`, refreshed or used within the
+/// inactivity timeout). Every name is schema-qualified; the plan is re-made by PostgreSQL
+/// itself when a table it reads changes.
+const GATE_SQL: &str = "
+SELECT m.tenant_id::text, m.user_id::text, m.role, m.status, t.status,
+       EXISTS (SELECT 1 FROM auth.sessions s
+                WHERE s.id = $3 AND s.user_id = $2
+                  AND (s.not_after IS NULL OR s.not_after > pg_catalog.now())
+                  AND coalesce(s.updated_at, s.created_at) > pg_catalog.now()
+                      - pg_catalog.make_interval(secs => coalesce(
+                          (SELECT (c.value #>> '{}')::double precision
+                             FROM crm_private.auth_settings c
+                            WHERE c.key = 'session_inactivity_timeout'), 2592000))),
+       coalesce((SELECT pg_catalog.string_agg(rp.permission, ',' ORDER BY rp.permission)
+                   FROM core.role_permissions rp WHERE rp.role = m.role), '')
+  FROM core.memberships m
+  JOIN core.tenants t ON t.id = m.tenant_id
+  JOIN auth.users u ON u.id = m.user_id
+ WHERE m.tenant_id = $1 AND m.user_id = $2
+   AND u.deleted_at IS NULL
+   AND (u.banned_until IS NULL OR u.banned_until <= pg_catalog.now())";
+
+const CLAIMS_SQL: &str = "SELECT pg_catalog.set_config('request.jwt.claims', $1, true)";
+
+thread_local! {
+    static GATE_PLAN: RefCell<Option<OwnedPreparedStatement>> = const { RefCell::new(None) };
+    static CLAIMS_PLAN: RefCell<Option<OwnedPreparedStatement>> = const { RefCell::new(None) };
+}
+
+/// Runs a kept statement, preparing (and keeping) it on first use in this backend.
+fn with_kept<R>(
+    slot: &'static std::thread::LocalKey<RefCell<Option<OwnedPreparedStatement>>>,
+    sql: &'static str,
+    types: &[PgOid],
+    run: impl FnOnce(&SpiClient<'_>, &OwnedPreparedStatement) -> Result<R, pgrx::spi::Error>,
+) -> Result<R, pgrx::spi::Error> {
+    Spi::connect(|client| {
+        slot.with_borrow_mut(|kept| {
+            if kept.is_none() {
+                *kept = Some(client.prepare(sql, types)?.keep());
+            }
+            run(client, kept.as_ref().expect("prepared above"))
+        })
+    })
+}
+
+/// The one gate: checks the request's user and session against the database and, if
+/// allowed, sets the tenant context for the rest of the transaction. Raises 42501 and sets
+/// nothing otherwise. Not STRICT: missing claims or tenant must raise, not return NULL
+/// quietly.
 #[pg_extern(
     volatile,
     parallel_unsafe,
     security_definer,
-    requires = ["schema"]
+    requires = ["schema", "auth_schema"]
 )]
 #[search_path(pg_catalog, pg_temp)]
 fn begin_request(claims: Option<JsonB>, tenant: Option<pgrx::Uuid>) {
-    let ctx = check_request(claims.as_ref().map(|c| &c.0), tenant).or_raise();
+    let (ctx, permissions) = check_request(claims.as_ref().map(|c| &c.0), tenant).or_raise();
     // SET LOCAL (not set_config) is what Citus propagates to its workers. The values come
-    // from uuid and enum-checked columns, so formatting them into the statement is safe.
+    // from uuid columns, the role table and the permission keys' CHECK (letters, dots and
+    // underscores), so formatting them into the statement is safe.
     Spi::run(&format!(
-        "SET LOCAL app.current_tenant_id = '{}'; SET LOCAL app.current_user_id = '{}'; SET LOCAL app.tenant_role = '{}'",
-        ctx.tenant_id, ctx.user_id, ctx.role
+        "SET LOCAL app.current_tenant_id = '{}'; SET LOCAL app.current_user_id = '{}'; SET LOCAL app.tenant_role = '{}'; SET LOCAL app.permissions = ',{},'",
+        ctx.tenant_id, ctx.user_id, ctx.role, permissions
     ))
     .or_raise();
     // Supabase's convention, so auth.uid() and auth.jwt() work inside api functions.
     let claims_text = claims.map(|c| c.0.to_string()).unwrap_or_default();
-    Spi::run_with_args(
-        "SELECT pg_catalog.set_config('request.jwt.claims', $1, true)",
-        &[claims_text.into()],
+    with_kept(
+        &CLAIMS_PLAN,
+        CLAIMS_SQL,
+        &[PgOid::BuiltIn(PgBuiltInOids::TEXTOID)],
+        |client, plan| {
+            client
+                .select(plan, Some(1), &[claims_text.into()])
+                .map(|_| ())
+        },
     )
     .or_raise();
 }
 
+type GateRow = (String, String, String, String, String, bool, String);
+
 fn check_request(
     claims: Option<&serde_json::Value>,
     tenant: Option<pgrx::Uuid>,
-) -> Result<Context, CrmError> {
+) -> Result<(Context, String), CrmError> {
     let user = claims
         .and_then(claims::subject)
         .ok_or_else(|| CrmError::Forbidden {
             message: "the request carries no valid user".into(),
             hint: Some("claims.sub must be the user's uuid"),
         })?;
+    let session = claims
+        .and_then(claims::session)
+        .ok_or_else(|| CrmError::Forbidden {
+            message: "the request carries no session".into(),
+            hint: Some("claims.session_id must name a session (sign in through /auth/v1)"),
+        })?;
     let tenant = tenant.ok_or_else(|| CrmError::Forbidden {
         message: "no tenant selected for this request".into(),
         hint: Some("the token's app_metadata.tenant_id names the tenant"),
     })?;
-    let row = Spi::connect(|client| {
-        let rows = client.select(
-            "SELECT m.tenant_id::text, m.user_id::text, m.role, m.status, t.status
-               FROM core.memberships m
-               JOIN core.tenants t ON t.id = m.tenant_id
-               JOIN auth.users u ON u.id = m.user_id
-              WHERE m.tenant_id = $1 AND m.user_id = $2::uuid
-                AND u.deleted_at IS NULL
-                AND (u.banned_until IS NULL OR u.banned_until <= now())",
-            Some(1),
-            &[tenant.into(), user.as_str().into()],
-        )?;
-        if rows.is_empty() {
-            return Ok::<_, pgrx::spi::Error>(None);
-        }
-        let r = rows.first();
-        Ok(Some((
-            r.get::<String>(1)?.unwrap_or_default(),
-            r.get::<String>(2)?.unwrap_or_default(),
-            r.get::<String>(3)?.unwrap_or_default(),
-            r.get::<String>(4)?.unwrap_or_default(),
-            r.get::<String>(5)?.unwrap_or_default(),
-        )))
-    })
+    let user_uuid = pgrx::Uuid::from_bytes(parse_uuid(&user));
+    let session_uuid = pgrx::Uuid::from_bytes(parse_uuid(&session));
+    let uuid_oid = PgOid::BuiltIn(PgBuiltInOids::UUIDOID);
+    let row: Option<GateRow> = with_kept(
+        &GATE_PLAN,
+        GATE_SQL,
+        &[uuid_oid, uuid_oid, uuid_oid],
+        |client, plan| {
+            let rows = client.select(
+                plan,
+                Some(1),
+                &[tenant.into(), user_uuid.into(), session_uuid.into()],
+            )?;
+            if rows.is_empty() {
+                return Ok(None);
+            }
+            let r = rows.first();
+            let text = |i| r.get::<String>(i).map(Option::unwrap_or_default);
+            Ok(Some((
+                text(1)?,
+                text(2)?,
+                text(3)?,
+                text(4)?,
+                text(5)?,
+                r.get::<bool>(6)?.unwrap_or(false),
+                text(7)?,
+            )))
+        },
+    )
     .or_raise();
     // Non-members learn nothing about the tenant; members learn why they are locked out.
-    let (tenant_id, user_id, role, member_status, tenant_status) =
+    let (tenant_id, user_id, role, member_status, tenant_status, session_live, permissions) =
         row.ok_or_else(|| CrmError::forbidden("not a member of this tenant"))?;
+    if !session_live {
+        return Err(CrmError::Forbidden {
+            message: "this session has ended".into(),
+            hint: Some("sign in again"),
+        });
+    }
     if tenant_status != "active" {
         return Err(CrmError::forbidden("this workspace is suspended"));
     }
@@ -159,9 +243,23 @@ fn check_request(
     let role = role
         .parse::<TenantRole>()
         .map_err(|_| CrmError::forbidden("not a member of this tenant"))?;
-    Ok(Context {
-        tenant_id,
-        user_id,
-        role,
-    })
+    Ok((
+        Context {
+            tenant_id,
+            user_id,
+            role,
+        },
+        permissions,
+    ))
+}
+
+/// The 16 bytes of a canonical uuid (already checked by [`claims::is_uuid`]).
+fn parse_uuid(s: &str) -> [u8; 16] {
+    let hex: Vec<u8> = s.bytes().filter(|b| *b != b'-').collect();
+    let mut out = [0u8; 16];
+    for (i, pair) in hex.chunks(2).take(16).enumerate() {
+        let digit = |c: u8| (c as char).to_digit(16).unwrap_or(0) as u8;
+        out[i] = digit(pair[0]) << 4 | digit(pair[1]);
+    }
+    out
 }

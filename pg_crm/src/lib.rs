@@ -10,6 +10,7 @@
 
 use pgrx::prelude::*;
 
+pub mod auth;
 pub mod context;
 pub mod domain;
 pub mod error;
@@ -41,6 +42,27 @@ extension_sql_file!(
     name = "schema",
     requires = ["supabase_compat"]
 );
+extension_sql_file!(
+    "../../sql/auth_schema.sql",
+    name = "auth_schema",
+    requires = ["schema"]
+);
+extension_sql_file!(
+    "../../sql/auth.sql",
+    name = "auth",
+    requires = [
+        "auth_schema",
+        auth::password_hash,
+        auth::password_matches,
+        auth::password_problem,
+        auth::random_token,
+        auth::random_digits,
+        auth::normalize_email,
+        auth::slugify,
+        auth::url_encode
+    ]
+);
+extension_sql_file!("../../sql/team.sql", name = "team", requires = ["auth"]);
 extension_sql_file!(
     "../../sql/api.sql",
     name = "api",
@@ -76,17 +98,32 @@ mod tests {
         (field("tenant_id"), field("admin_user_id"))
     }
 
-    fn begin_request(user: &str, tenant: &str) -> Result<(), pgrx::spi::Error> {
-        Spi::run_with_args(
-            "SELECT crm_private.begin_request(jsonb_build_object('sub', $1::text, 'role', 'authenticated'), $2::uuid)",
-            &[user.into(), tenant.into()],
+    /// A session for a user, as a sign-in makes.
+    fn session(user: &str) -> String {
+        Spi::get_one_with_args::<String>(
+            "SELECT crm_private.create_session($1::uuid)::text",
+            &[user.into()],
         )
+        .expect("create_session")
+        .expect("a session id")
+    }
+
+    fn begin_request_in(user: &str, tenant: &str, session: &str) -> Result<(), pgrx::spi::Error> {
+        Spi::run_with_args(
+            "SELECT crm_private.begin_request(jsonb_build_object('sub', $1::text, 'role', 'authenticated', 'session_id', $3::text), $2::uuid)",
+            &[user.into(), tenant.into(), session.into()],
+        )
+    }
+
+    fn begin_request(user: &str, tenant: &str) -> Result<(), pgrx::spi::Error> {
+        let session = session(user);
+        Spi::run("SET LOCAL ROLE authenticated")?;
+        begin_request_in(user, tenant, &session)
     }
 
     #[pg_test]
     fn begin_request_sets_the_context_from_the_membership() {
         let (tenant_id, user_id) = tenant("ctx");
-        Spi::run("SET LOCAL ROLE authenticated").unwrap();
         begin_request(&user_id, &tenant_id).unwrap();
         // The SET LOCALs made inside the SECURITY DEFINER function (whose own SET clause
         // pins search_path) outlive the call, for the rest of the transaction.
@@ -121,8 +158,71 @@ mod tests {
     fn begin_request_refuses_another_tenant() {
         let (_, user_a) = tenant("aaa");
         let (tenant_b, _) = tenant("bbb");
-        Spi::run("SET LOCAL ROLE authenticated").unwrap();
         let _ = begin_request(&user_a, &tenant_b);
+    }
+
+    #[pg_test(error = "this session has ended")]
+    fn begin_request_refuses_an_ended_session() {
+        let (tenant_id, user_id) = tenant("ended");
+        let session = session(&user_id);
+        Spi::run("DELETE FROM auth.sessions").unwrap();
+        Spi::run("SET LOCAL ROLE authenticated").unwrap();
+        let _ = begin_request_in(&user_id, &tenant_id, &session);
+    }
+
+    #[pg_test(error = "this session has ended")]
+    fn begin_request_refuses_a_session_idle_past_the_timeout() {
+        let (tenant_id, user_id) = tenant("idle");
+        let session = session(&user_id);
+        Spi::run("UPDATE auth.sessions SET created_at = now() - interval '31 days', updated_at = now() - interval '31 days'").unwrap();
+        Spi::run("SET LOCAL ROLE authenticated").unwrap();
+        let _ = begin_request_in(&user_id, &tenant_id, &session);
+    }
+
+    #[pg_test(error = "this session has ended")]
+    fn begin_request_refuses_another_users_session() {
+        let (tenant_id, user_id) = tenant("mine");
+        let (_, other) = tenant("theirs");
+        let session = session(&other);
+        Spi::run("SET LOCAL ROLE authenticated").unwrap();
+        let _ = begin_request_in(&user_id, &tenant_id, &session);
+    }
+
+    /// The permission table in Rust (`TenantRole::may`) and the rows the gate loads agree.
+    #[pg_test]
+    fn rust_and_sql_permission_tables_agree() {
+        use crate::domain::roles::Action;
+        for role in TenantRole::ALL {
+            let mut sql: Vec<String> = Spi::get_one_with_args::<Vec<String>>(
+                "SELECT coalesce(array_agg(permission ORDER BY permission), '{}') FROM core.role_permissions WHERE role = $1",
+                &[role.as_str().into()],
+            )
+            .unwrap()
+            .unwrap_or_default();
+            sql.sort();
+            let mut rust: Vec<String> = Action::ALL
+                .iter()
+                .filter(|a| role.may(**a))
+                .map(|a| a.key().to_owned())
+                .collect();
+            rust.sort();
+            assert_eq!(rust, sql, "{role}");
+        }
+        let all: i64 = Spi::get_one("SELECT count(*) FROM core.permissions")
+            .unwrap()
+            .unwrap();
+        assert_eq!(all as usize, Action::ALL.len());
+    }
+
+    #[pg_test]
+    fn the_gate_loads_the_roles_permissions() {
+        let (tenant_id, user_id) = tenant("perm");
+        begin_request(&user_id, &tenant_id).unwrap();
+        let may =
+            Spi::get_one::<bool>("SELECT crm_private.has_permission('users.manage')").unwrap();
+        assert_eq!(may, Some(true));
+        let may = Spi::get_one::<bool>("SELECT crm_private.has_permission('users.man')").unwrap();
+        assert_eq!(may, Some(false));
     }
 
     /// The zone list compiled into the extension names only zones this server knows, so a

@@ -24,10 +24,19 @@ $$ SELECT id FROM auth.users WHERE email = $1 $$;
 CREATE FUNCTION tests.tenant_id(slug text) RETURNS uuid LANGUAGE sql STABLE SECURITY DEFINER AS
 $$ SELECT id FROM core.tenants WHERE slug = $1 $$;
 
--- The claims the edge would pass for this user and tenant.
-CREATE FUNCTION tests.claims(email text, slug text) RETURNS jsonb LANGUAGE sql STABLE AS $$
+-- The user's session (the first one, made on first use, as a sign-in makes it).
+CREATE FUNCTION tests.session(email text) RETURNS uuid LANGUAGE plpgsql SECURITY DEFINER AS $$
+BEGIN
+    RETURN coalesce((SELECT s.id FROM auth.sessions s WHERE s.user_id = tests.user_id(email) ORDER BY s.created_at, s.id LIMIT 1),
+                    crm_private.create_session(tests.user_id(email)));
+END
+$$;
+
+-- The claims the edge would pass for this user (and their session) and tenant.
+CREATE FUNCTION tests.claims(email text, slug text) RETURNS jsonb LANGUAGE sql VOLATILE AS $$
     SELECT jsonb_build_object('sub', tests.user_id(email), 'role', 'authenticated', 'aud', 'authenticated',
-                              'email', email, 'app_metadata', jsonb_build_object('tenant_id', tests.tenant_id(slug)))
+                              'email', email, 'session_id', tests.session(email),
+                              'app_metadata', jsonb_build_object('tenant_id', tests.tenant_id(slug)))
 $$;
 
 -- Do what the edge does at the start of a request: SET LOCAL ROLE authenticated, then

@@ -50,7 +50,9 @@ SELECT tests.try($$UPDATE core.tenants SET status = 'suspended'$$) AS admin_sets
 SELECT tests.try($$UPDATE core.tenants SET slug = 'acme2'$$) AS admin_sets_slug;
 SELECT tests.try($$INSERT INTO core.tenants (name, slug) VALUES ('New', 'new')$$) AS insert_tenant;
 SELECT tests.try($$DELETE FROM core.tenants$$) AS delete_tenant;
-SELECT tests.try($$UPDATE core.memberships SET role = 'admin'$$) AS update_membership;
+-- An admin may change roles in their own workspace (api.set_member_role does), never in another.
+WITH hit AS (UPDATE core.memberships SET role = 'admin' WHERE tenant_id = tests.tenant_id('globex') RETURNING 1)
+SELECT count(*) AS globex_memberships_updated FROM hit;
 SELECT tests.try($$INSERT INTO core.memberships (tenant_id, user_id, role) VALUES (crm_private.tenant_id(), crm_private.user_id(), 'admin')$$) AS insert_membership;
 RESET ROLE;
 SELECT slug, name, status FROM core.tenants ORDER BY slug;

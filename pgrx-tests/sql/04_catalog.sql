@@ -8,6 +8,17 @@ CREATE TEMP VIEW crm_tables AS
 -- The tables this check covers (so a table cannot slip out of it unnoticed).
 SELECT name FROM crm_tables ORDER BY name::text;
 
+-- The tables that are not tenant-scoped, named one by one: the tenant registry, the role and
+-- permission reference tables every tenant shares, and the auth service's platform tables
+-- (reached only through SECURITY DEFINER functions). Every other table is a tenant table.
+CREATE TEMP VIEW platform_tables AS
+    SELECT c.oid AS rel, c.oid::regclass AS name FROM pg_class c
+    WHERE c.oid IN ('core.tenants'::regclass, 'core.roles'::regclass, 'core.permissions'::regclass,
+                    'core.role_permissions'::regclass, 'core.email_outbox'::regclass,
+                    'crm_private.auth_settings'::regclass, 'crm_private.auth_throttle'::regclass);
+CREATE TEMP VIEW tenant_tables AS
+    SELECT * FROM crm_tables WHERE rel NOT IN (SELECT rel FROM platform_tables);
+
 -- RLS enabled and forced.
 SELECT name AS rls_not_forced FROM crm_tables t JOIN pg_class c ON c.oid = t.rel
 WHERE NOT (c.relrowsecurity AND c.relforcerowsecurity) ORDER BY 1;
@@ -43,7 +54,7 @@ ORDER BY 1, 2;
 
 -- The tenant match comes first in every policy.
 SELECT polrelid::regclass, polname AS tenant_match_not_first FROM pg_policy p JOIN crm_tables t ON t.rel = p.polrelid
-WHERE coalesce(pg_get_expr(p.polqual, p.polrelid), pg_get_expr(p.polwithcheck, p.polrelid)) !~ '^\(*(id|tenant_id) = crm_private\.tenant_id\(\)'
+WHERE t.rel NOT IN ('core.roles'::regclass, 'core.permissions'::regclass, 'core.role_permissions'::regclass) AND coalesce(pg_get_expr(p.polqual, p.polrelid), pg_get_expr(p.polwithcheck, p.polrelid)) !~ '^\(*(id|tenant_id) = crm_private\.tenant_id\(\)'
 ORDER BY 1, 2;
 
 -- Functions policies call: which ones, and that each is an inlinable SQL helper
@@ -61,21 +72,22 @@ ORDER BY 1;
 
 -- Tenant-scoped tables: tenant_id uuid NOT NULL leading the primary key; every index
 -- leads with it (core.tenants is the tenant registry, keyed by the tenant id itself).
-SELECT name AS no_leading_tenant_key FROM crm_tables t
-WHERE name <> 'core.tenants'::regclass AND NOT EXISTS (
+SELECT name AS no_leading_tenant_key FROM tenant_tables t
+WHERE NOT EXISTS (
     SELECT 1 FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
     WHERE i.indrelid = t.rel AND i.indisprimary AND a.attname = 'tenant_id' AND a.attnotnull
       AND a.atttypid = 'uuid'::regtype)
 ORDER BY 1;
--- The one exception: an index serving a foreign key to a table that is not tenant-scoped
--- (auth.users), listed here so another cannot slip in.
+-- The exceptions: indexes serving a foreign key to a table that is not tenant-scoped
+-- (auth.users, core.roles), and the invitation token look-up (/verify knows no tenant yet),
+-- listed here so another cannot slip in.
 SELECT i.indexrelid::regclass AS index_not_led_by_tenant,
        EXISTS (SELECT 1 FROM pg_constraint c
                WHERE c.contype = 'f' AND c.conrelid = i.indrelid AND c.conkey[1] = i.indkey[0]
-                 AND c.confrelid NOT IN (SELECT rel FROM crm_tables)) AS serves_fk_to_non_tenant_table
-FROM pg_index i JOIN crm_tables t ON t.rel = i.indrelid
+                 AND c.confrelid NOT IN (SELECT rel FROM tenant_tables)) AS serves_fk_to_non_tenant_table
+FROM pg_index i JOIN tenant_tables t ON t.rel = i.indrelid
 JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
-WHERE t.name <> 'core.tenants'::regclass AND a.attname <> 'tenant_id' ORDER BY 1;
+WHERE a.attname <> 'tenant_id' ORDER BY 1;
 
 -- Every foreign key has an index led by its columns (a delete or key update of the referenced
 -- row must not scan the referencing table); splinter's unindexed_foreign_keys.
@@ -87,8 +99,8 @@ WHERE c.contype = 'f' AND NOT EXISTS (
 ORDER BY 1, 2;
 
 -- Foreign keys between tenant tables are composite, led by tenant_id.
-SELECT c.conname AS fk_not_tenant_scoped FROM pg_constraint c JOIN crm_tables t ON t.rel = c.conrelid
-JOIN crm_tables r ON r.rel = c.confrelid
+SELECT c.conname AS fk_not_tenant_scoped FROM pg_constraint c JOIN tenant_tables t ON t.rel = c.conrelid
+JOIN (SELECT rel FROM tenant_tables UNION ALL SELECT 'core.tenants'::regclass) r ON r.rel = c.confrelid
 WHERE c.contype = 'f' AND (SELECT attname FROM pg_attribute WHERE attrelid = c.conrelid AND attnum = c.conkey[1]) <> 'tenant_id'
 ORDER BY 1;
 
@@ -132,7 +144,7 @@ WHERE p.pronamespace IN ('core'::regnamespace, 'crm_private'::regnamespace, 'api
 ORDER BY 1;
 
 -- The stamp columns and their trigger on every table.
-SELECT name AS missing_stamps FROM crm_tables t
+SELECT name AS missing_stamps FROM (SELECT * FROM tenant_tables UNION ALL SELECT 'core.tenants'::regclass, 'core.tenants'::regclass) t
 WHERE (SELECT count(*) FROM pg_attribute WHERE attrelid = t.rel AND NOT attisdropped
        AND attname IN ('created_at', 'updated_at', 'created_by', 'updated_by')) <> 4
    OR NOT EXISTS (SELECT 1 FROM pg_trigger g WHERE g.tgrelid = t.rel AND g.tgfoid = 'crm_private.stamp_row()'::regprocedure)

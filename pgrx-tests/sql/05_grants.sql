@@ -20,7 +20,7 @@ ORDER BY c.oid::regclass::text, 2, a.grantee::regrole::text, 4;
 -- Functions each API role may execute.
 SELECT r.rolname, p.oid::regprocedure AS executes
 FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
-CROSS JOIN (VALUES ('anon'), ('authenticated'), ('service_role'), ('authenticator')) r(rolname)
+CROSS JOIN (VALUES ('anon'), ('authenticated'), ('service_role'), ('authenticator'), ('crm_auth')) r(rolname)
 WHERE n.nspname IN ('core', 'crm_private', 'api') AND has_function_privilege(r.rolname, p.oid, 'EXECUTE')
 ORDER BY 1, p.oid::regprocedure::text;
 

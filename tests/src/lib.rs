@@ -205,6 +205,11 @@ impl Cluster {
     }
 
     /// Stop PostgreSQL (fast shutdown: connections are terminated).
+    /// Where edges started for this cluster write outgoing email (`.eml` files).
+    pub fn mail_dir(&self) -> PathBuf {
+        self.dir.join("mail")
+    }
+
     pub fn stop(&self) {
         pgcluster(&["stop", &self.pg_config, &self.data()]);
     }
@@ -324,10 +329,14 @@ impl Edge {
 
     /// The edge's test configuration for this cluster, as [`Edge::start_with`] begins with.
     pub fn config(cluster: &Cluster) -> edge::Config {
-        edge::Config::new(
+        let mut config = edge::Config::new(
             cluster.authenticator_url(),
             edge::JwtConfig::hs256(JWT_SECRET),
-        )
+        );
+        // Email goes to files in a directory of this cluster's (see [`Cluster::mail_dir`]).
+        config.auth.mail_dir = cluster.mail_dir();
+        config.auth.mail_poll = std::time::Duration::from_millis(100);
+        config
     }
 
     /// The edge with its configuration adjusted by `adjust`.
@@ -373,14 +382,20 @@ pub fn now() -> u64 {
         .as_secs()
 }
 
-/// GoTrue-shaped claims for a user in a tenant, valid for an hour.
-pub fn claims(user_id: &str, tenant_id: &str) -> Value {
+/// GoTrue-shaped claims for a user in a tenant and one of their sessions, valid for an hour.
+pub fn claims_with_session(user_id: &str, tenant_id: &str, session_id: &str) -> Value {
     json!({
         "iss": "aura-tests", "sub": user_id, "aud": "authenticated", "role": "authenticated",
         "iat": now(), "exp": now() + 3600, "email": format!("{user_id}@example.test"),
-        "session_id": uuid::Uuid::new_v4().to_string(),
+        "session_id": session_id,
         "app_metadata": {"tenant_id": tenant_id}, "user_metadata": {}
     })
+}
+
+/// Claims naming a session that does not exist: the gate refuses them (see
+/// [`Member::claims`] for a live one).
+pub fn claims(user_id: &str, tenant_id: &str) -> Value {
+    claims_with_session(user_id, tenant_id, &uuid::Uuid::new_v4().to_string())
 }
 
 /// Sign claims with the test secret (HS256).
@@ -404,12 +419,31 @@ pub struct Member {
     pub user_id: String,
     pub tenant_id: String,
     pub role: String,
+    /// A live session (`crm_private.create_session`), as a sign-in makes.
+    pub session_id: String,
 }
 
 impl Member {
-    pub fn token(&self) -> String {
-        sign(&claims(&self.user_id, &self.tenant_id))
+    /// Claims of this member's session.
+    pub fn claims(&self) -> Value {
+        claims_with_session(&self.user_id, &self.tenant_id, &self.session_id)
     }
+
+    pub fn token(&self) -> String {
+        sign(&self.claims())
+    }
+}
+
+/// A new session for a user, as a sign-in makes (what `scripts/dev-token` does too).
+pub async fn new_session(admin: &tokio_postgres::Client, user_id: &str) -> String {
+    admin
+        .query_one(
+            "SELECT crm_private.create_session($1::text::uuid)::text",
+            &[&user_id],
+        )
+        .await
+        .expect("create_session")
+        .get(0)
 }
 
 /// Two tenants (slugs `{prefix}-a`, `{prefix}-b`), each with an admin, a manager and a rep,
@@ -431,9 +465,11 @@ pub async fn seed_two_tenants(admin: &tokio_postgres::Client, prefix: &str) -> V
             .await
             .expect("create_tenant");
         let tenant_id: String = row.get(0);
+        let user_id: String = row.get(1);
         members.push(Member {
             email: format!("admin@{slug}.test"),
-            user_id: row.get(1),
+            session_id: new_session(admin, &user_id).await,
+            user_id,
             tenant_id: tenant_id.clone(),
             role: "admin".into(),
         });
@@ -446,9 +482,11 @@ pub async fn seed_two_tenants(admin: &tokio_postgres::Client, prefix: &str) -> V
                 )
                 .await
                 .expect("add_member");
+            let user_id: String = row.get(0);
             members.push(Member {
                 email,
-                user_id: row.get(0),
+                session_id: new_session(admin, &user_id).await,
+                user_id,
                 tenant_id: tenant_id.clone(),
                 role: role.into(),
             });
@@ -545,4 +583,163 @@ impl Seeded {
             cluster,
         }
     }
+}
+
+/// A request to `/auth/v1{path}` (path with its query string) with a JSON body (or none),
+/// the anon `apikey` header supabase-js sends, and an optional bearer token; returns
+/// (status, headers, body as JSON, or as a string if it is not JSON).
+pub async fn auth_call(
+    edge: &Edge,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<&Value>,
+    token: Option<&str>,
+) -> (u16, reqwest::header::HeaderMap, Value) {
+    let mut req = edge
+        .client
+        .request(method, format!("{}/auth/v1{path}", edge.url))
+        .header("apikey", anon_key())
+        .header("x-supabase-api-version", "2024-01-01");
+    if let Some(b) = body {
+        req = req
+            .header("content-type", "application/json")
+            .body(b.to_string());
+    }
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let resp = req.send().await.expect("request");
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let text = resp.text().await.expect("body");
+    (
+        status,
+        headers,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+/// POST `/auth/v1{path}` with a JSON body.
+pub async fn auth_post(edge: &Edge, path: &str, body: &Value, token: Option<&str>) -> (u16, Value) {
+    let (status, _, value) = auth_call(edge, reqwest::Method::POST, path, Some(body), token).await;
+    (status, value)
+}
+
+/// A long-lived key with only a role (Supabase's anon and service_role keys), signed with
+/// the test secret.
+pub fn role_key(role: &str) -> String {
+    sign(
+        &json!({"iss": "aura-tests", "role": role, "aud": "authenticated", "iat": now(), "exp": now() + 86400}),
+    )
+}
+
+pub fn anon_key() -> String {
+    role_key("anon")
+}
+
+pub fn service_key() -> String {
+    role_key("service_role")
+}
+
+/// Sets auth settings (`crm_private.auth_settings`), e.g. `[("autoconfirm", "true")]`.
+pub async fn auth_settings(admin: &tokio_postgres::Client, settings: &[(&str, &str)]) {
+    for (key, value) in settings {
+        admin
+            .execute(
+                "INSERT INTO crm_private.auth_settings (key, value) VALUES ($1, $2::text::jsonb)
+                 ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+                &[key, value],
+            )
+            .await
+            .expect("auth setting");
+    }
+}
+
+/// Signs up (auto-confirm must be on) and returns the session reply.
+pub async fn sign_up(edge: &Edge, email: &str, password: &str, company: &str) -> Value {
+    let (status, session) = auth_post(
+        edge,
+        "/signup",
+        &json!({"email": email, "password": password, "data": {"company_name": company, "full_name": "Test Person"}}),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "signup {email}: {session}");
+    assert!(session["access_token"].is_string(), "{session}");
+    session
+}
+
+/// A password grant; (status, reply).
+pub async fn sign_in(edge: &Edge, email: &str, password: &str) -> (u16, Value) {
+    auth_post(
+        edge,
+        "/token?grant_type=password",
+        &json!({"email": email, "password": password}),
+        None,
+    )
+    .await
+}
+
+/// The newest email to `to` of `kind` (signup, recovery, invite, ...) written under the
+/// cluster's mail directory, waiting up to 10 s: (link token, code).
+pub async fn await_mail(cluster: &Cluster, to: &str, kind: &str) -> (String, String) {
+    let dir = cluster.mail_dir();
+    for _ in 0..100 {
+        let mut found: Option<(String, String, String)> = None;
+        if let Ok(entries) = std::fs::read_dir(&dir) {
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().to_string();
+                if !name.ends_with(".eml") {
+                    continue;
+                }
+                let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+                if !text.contains(&format!("To: {to}\r\n"))
+                    || !text.contains(&format!("&type={kind}&"))
+                {
+                    continue;
+                }
+                let token = text
+                    .split("verify?token=")
+                    .nth(1)
+                    .and_then(|r| r.split('&').next())
+                    .unwrap_or_default()
+                    .to_owned();
+                let code = text
+                    .split("Code: ")
+                    .nth(1)
+                    .map(|r| r.chars().take_while(char::is_ascii_digit).collect())
+                    .unwrap_or_default();
+                if found.as_ref().is_none_or(|(n, _, _)| name > *n) {
+                    found = Some((name, token, code));
+                }
+            }
+        }
+        if let Some((_, token, code)) = found {
+            return (token, code);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("no {kind} email to {to} in {}", dir.display());
+}
+
+/// GoTrue's error body: a `code` string and a `message`, and the API version header.
+pub fn assert_gotrue_error(
+    status: u16,
+    headers: &reqwest::header::HeaderMap,
+    body: &Value,
+    want_status: u16,
+    code: &str,
+) {
+    assert_eq!(status, want_status, "{body}");
+    assert_eq!(body["code"], code, "{body}");
+    assert!(
+        body["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
+    assert_eq!(
+        headers
+            .get("x-supabase-api-version")
+            .and_then(|v| v.to_str().ok()),
+        Some("2024-01-01")
+    );
 }

@@ -27,7 +27,7 @@ async fn tokens_and_requests_are_checked() {
         .await
         .expect("fixture function");
     let m = &members[0];
-    let good = claims(&m.user_id, &m.tenant_id);
+    let good = m.claims();
 
     let mut expired = good.clone();
     expired["exp"] = json!(now() - 3600);

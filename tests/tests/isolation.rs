@@ -42,7 +42,11 @@ async fn members_see_and_change_only_their_own_tenant() {
 
     // A token naming a tenant the user does not belong to: 403, nothing set, nothing read.
     let (a_admin, b) = (&members[0], &members[3]);
-    let forged = sign(&claims(&a_admin.user_id, &b.tenant_id));
+    let forged = sign(&claims_with_session(
+        &a_admin.user_id,
+        &b.tenant_id,
+        &a_admin.session_id,
+    ));
     for f in ["whoami", "get_workspace"] {
         let (status, _, body) = rpc(&edge, Some(&forged), f, "{}").await;
         assert_eq!(status, 403, "{f}: {body}");
@@ -58,7 +62,7 @@ async fn members_see_and_change_only_their_own_tenant() {
     assert_eq!(status, 403, "{body}");
 
     // No tenant in the token at all.
-    let mut no_tenant = claims(&a_admin.user_id, &a_admin.tenant_id);
+    let mut no_tenant = a_admin.claims();
     no_tenant["app_metadata"] = json!({});
     let (status, _, body) = rpc(&edge, Some(&sign(&no_tenant)), "whoami", "{}").await;
     assert_eq!(status, 403, "{body}");

@@ -41,7 +41,7 @@ fn es256(kid: &str, pem: &str, member: &Member) -> String {
     let mut header = Header::new(Algorithm::ES256);
     header.kid = Some(kid.to_owned());
     let key = EncodingKey::from_ec_pem(pem.as_bytes()).expect("pem");
-    encode(&header, &claims(&member.user_id, &member.tenant_id), &key).expect("sign")
+    encode(&header, &member.claims(), &key).expect("sign")
 }
 
 /// Serves `document` at any path over plain HTTP; counts the requests.

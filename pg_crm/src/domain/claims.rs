@@ -12,6 +12,12 @@ pub fn subject(claims: &Value) -> Option<String> {
     is_uuid(sub).then(|| sub.to_ascii_lowercase())
 }
 
+/// The session a token belongs to: the `session_id` claim, which must be a UUID.
+pub fn session(claims: &Value) -> Option<String> {
+    let id = claims.get("session_id")?.as_str()?;
+    is_uuid(id).then(|| id.to_ascii_lowercase())
+}
+
 /// Canonical 8-4-4-4-12 hexadecimal form (what PostgreSQL's uuid input also accepts).
 pub fn is_uuid(s: &str) -> bool {
     let b = s.as_bytes();
@@ -31,6 +37,18 @@ mod unit {
     fn subject_is_a_uuid_sub_claim() {
         let id = "3F2504E0-4F89-11D3-9A0C-0305E82C3301";
         assert_eq!(subject(&json!({"sub": id})), Some(id.to_ascii_lowercase()));
+    }
+
+    #[test]
+    fn session_is_a_uuid_session_id_claim() {
+        let id = "9D1F2A4E-0000-4000-8000-000000000001";
+        assert_eq!(
+            session(&json!({"session_id": id})),
+            Some(id.to_ascii_lowercase())
+        );
+        assert_eq!(session(&json!({})), None);
+        assert_eq!(session(&json!({"session_id": "x"})), None);
+        assert_eq!(session(&json!({"session_id": 1})), None);
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! the last line); these functions exist to give callers a precise error first.
 
 pub mod claims;
+pub mod password;
 pub mod roles;
 pub mod timezone;
 pub mod web_url;

@@ -1,8 +1,9 @@
 //! Tenant roles and what each may do (PRD F4.1).
 //!
-//! The permission table lives here, once; SQL policies mirror it for the tables, and
-//! `api` functions ask [`TenantRole::may`] before acting so a denied caller gets a clear
-//! 42501 rather than an update that silently touched no row.
+//! The database holds the permission table as data (`core.roles`, `core.permissions`,
+//! `core.role_permissions`), which is what the gate loads and policies check. This is the
+//! same table for the built-in roles, in Rust, so `api` functions written in Rust can ask
+//! [`TenantRole::may`] before acting; a `#[pg_test]` proves the two agree.
 
 use std::fmt;
 use std::str::FromStr;
@@ -14,11 +15,52 @@ pub enum TenantRole {
     Rep,
 }
 
-/// Something a member may or may not do.
+/// A named permission (`core.permissions.key`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
+    /// `workspace.read`: see the workspace and its members.
     ViewWorkspace,
+    /// `workspace.update`: change the workspace's metadata.
     UpdateWorkspace,
+    /// `users.invite`: invite sales reps; see, resend, revoke invitations.
+    InviteUsers,
+    /// `users.manage`: invite any role, change roles, deactivate and reactivate members.
+    ManageUsers,
+    /// `deals.assign`: reassign deals and contacts.
+    AssignDeals,
+    /// `records.read_all`: see every contact and deal, not only one's own.
+    ReadAllRecords,
+    /// `audit.read`: read the audit log.
+    ReadAudit,
+    /// `data.export`: export the workspace's data.
+    ExportData,
+}
+
+impl Action {
+    pub const ALL: [Action; 8] = [
+        Action::ViewWorkspace,
+        Action::UpdateWorkspace,
+        Action::InviteUsers,
+        Action::ManageUsers,
+        Action::AssignDeals,
+        Action::ReadAllRecords,
+        Action::ReadAudit,
+        Action::ExportData,
+    ];
+
+    /// The permission's key in `core.permissions`.
+    pub fn key(self) -> &'static str {
+        match self {
+            Action::ViewWorkspace => "workspace.read",
+            Action::UpdateWorkspace => "workspace.update",
+            Action::InviteUsers => "users.invite",
+            Action::ManageUsers => "users.manage",
+            Action::AssignDeals => "deals.assign",
+            Action::ReadAllRecords => "records.read_all",
+            Action::ReadAudit => "audit.read",
+            Action::ExportData => "data.export",
+        }
+    }
 }
 
 impl TenantRole {
@@ -33,10 +75,21 @@ impl TenantRole {
     }
 
     pub fn may(self, action: Action) -> bool {
-        match action {
-            Action::ViewWorkspace => true,
-            Action::UpdateWorkspace => self == TenantRole::Admin,
+        use Action::*;
+        match self {
+            TenantRole::Admin => true,
+            TenantRole::Manager => matches!(
+                action,
+                ViewWorkspace | InviteUsers | AssignDeals | ReadAllRecords
+            ),
+            TenantRole::Rep => matches!(action, ViewWorkspace),
         }
+    }
+
+    /// Which roles this role may give in an invitation: anyone with `users.manage` any
+    /// role, with only `users.invite` sales reps (PRD F3.1).
+    pub fn may_invite(self, role: TenantRole) -> bool {
+        self.may(Action::ManageUsers) || (self.may(Action::InviteUsers) && role == TenantRole::Rep)
     }
 }
 
@@ -79,6 +132,27 @@ mod unit {
         assert!(TenantRole::Admin.may(Action::UpdateWorkspace));
         assert!(!TenantRole::Manager.may(Action::UpdateWorkspace));
         assert!(!TenantRole::Rep.may(Action::UpdateWorkspace));
+    }
+
+    #[test]
+    fn admins_invite_anyone_managers_reps_reps_nobody() {
+        use TenantRole::*;
+        for role in TenantRole::ALL {
+            assert!(Admin.may_invite(role));
+            assert!(!Rep.may_invite(role));
+        }
+        assert!(Manager.may_invite(Rep));
+        assert!(!Manager.may_invite(Manager));
+        assert!(!Manager.may_invite(Admin));
+    }
+
+    #[test]
+    fn permission_keys_are_distinct_and_well_formed() {
+        let keys: std::collections::BTreeSet<&str> = Action::ALL.iter().map(|a| a.key()).collect();
+        assert_eq!(keys.len(), Action::ALL.len());
+        assert!(keys.iter().all(|k| k.contains('.')
+            && k.bytes()
+                .all(|b| b.is_ascii_lowercase() || b == b'.' || b == b'_')));
     }
 
     #[test]

@@ -117,6 +117,29 @@ pub fn slug(s: &str) -> Result<String, CrmError> {
     }
 }
 
+/// A slug made from a workspace name: ASCII letters and digits lowercased, every other run
+/// of characters one hyphen, at most 50 characters (so a uniqueness suffix still fits in
+/// [`SLUG_MAX`]); `workspace` when nothing is left.
+pub fn slugify(name: &str) -> String {
+    let mut out = String::new();
+    for c in name.chars() {
+        if c.is_ascii_alphanumeric() {
+            out.push(c.to_ascii_lowercase());
+        } else if !out.is_empty() && !out.ends_with('-') {
+            out.push('-');
+        }
+        if out.len() >= 50 {
+            break;
+        }
+    }
+    let out = out.trim_end_matches('-');
+    if out.is_empty() {
+        "workspace".to_owned()
+    } else {
+        out.to_owned()
+    }
+}
+
 /// An email address in the loose sense mail systems accept: one @, a dotted domain.
 /// Returned lowercased, as accounts are matched case-insensitively.
 pub fn email(field: &'static str, e: &str) -> Result<String, CrmError> {
@@ -240,6 +263,23 @@ mod unit {
             &"a".repeat(64),
         ] {
             assert!(slug(s).is_err(), "{s}");
+        }
+    }
+
+    #[test]
+    fn slugs_from_names() {
+        assert_eq!(slugify("Acme Test Co"), "acme-test-co");
+        assert_eq!(slugify("  Müller & Söhne GmbH!! "), "m-ller-s-hne-gmbh");
+        assert_eq!(slugify("日本"), "workspace");
+        assert_eq!(slugify(""), "workspace");
+        let long = slugify(&"ab ".repeat(40));
+        assert!(long.len() <= 50 && !long.ends_with('-'), "{long}");
+        for name in ["Acme Test Co", "x", &"ab ".repeat(40), "--a--"] {
+            let s = slugify(name);
+            assert_eq!(
+                slug(&format!("{s}-1a2b3c")).as_deref(),
+                Ok(format!("{s}-1a2b3c").as_str())
+            );
         }
     }
 
