@@ -214,6 +214,23 @@ mod tests {
         assert_eq!(all as usize, Action::ALL.len());
     }
 
+    /// With `pg_crm.gate_set_local` (for Citus) the context is the same, set with SET LOCAL
+    /// statements too.
+    #[pg_test]
+    fn the_gate_can_set_the_context_with_set_local() {
+        let (tenant_id, user_id) = tenant("setlocal");
+        Spi::run("SET LOCAL pg_crm.gate_set_local = on").unwrap();
+        begin_request(&user_id, &tenant_id).unwrap();
+        let ctx = Context::current().expect("a context");
+        assert_eq!(
+            (ctx.tenant_id, ctx.user_id, ctx.role),
+            (tenant_id, user_id, TenantRole::Admin)
+        );
+        let may =
+            Spi::get_one::<bool>("SELECT crm_private.has_permission('workspace.update')").unwrap();
+        assert_eq!(may, Some(true));
+    }
+
     #[pg_test]
     fn the_gate_loads_the_roles_permissions() {
         let (tenant_id, user_id) = tenant("perm");
