@@ -87,14 +87,18 @@ SELECT tests.try($$SELECT api.update_profile(avatar_url => 'javascript:alert(1)'
 RESET ROLE;
 SELECT tests.login('mo@acme.test', 'acme');
 SELECT tests.try(format('SELECT api.set_member_role(%L, %L)', tests.user_id('rita@acme.test'), 'manager')) AS manager_changes_role;
+SELECT tests.try(format('SELECT api.reactivate_member(%L)', tests.user_id('rita@acme.test'))) AS manager_reactivates;
 RESET ROLE;
 SELECT tests.login('ann@acme.test', 'acme');
 SELECT tests.try(format('SELECT api.set_member_role(%L, %L)', tests.user_id('ann@acme.test'), 'manager')) AS last_admin_demoted;
 SELECT tests.try(format('SELECT api.deactivate_member(%L)', tests.user_id('ann@acme.test'))) AS last_admin_deactivated;
 SELECT tests.try(format('SELECT api.set_member_role(%L, %L)', tests.user_id('gus@globex.test'), 'admin')) AS cross_tenant_role;
 SELECT tests.try(format('SELECT api.deactivate_member(%L)', tests.user_id('gus@globex.test'))) AS cross_tenant_deactivate;
+SELECT tests.try(format('SELECT api.reactivate_member(%L)', tests.user_id('gus@globex.test'))) AS cross_tenant_reactivate;
 SELECT tests.try(format('SELECT api.set_member_role(%L, %L)', tests.user_id('rita@acme.test'), 'boss')) AS unknown_role;
 SELECT api.deactivate_member(tests.user_id('rita@acme.test')) ->> 'status' AS rita;
+SELECT api.reactivate_member(tests.user_id('rita@acme.test')) ->> 'status' AS rita_again;
+SELECT api.deactivate_member(tests.user_id('rita@acme.test')) ->> 'status' AS rita_once_more;
 SELECT api.set_member_role(tests.user_id('mo@acme.test'), 'admin') ->> 'role' AS mo;
 SELECT api.set_member_role(tests.user_id('ann@acme.test'), 'manager') ->> 'role' AS ann_now_that_mo_is_admin;
 RESET ROLE;

@@ -1298,3 +1298,116 @@ async fn email_goes_over_smtp_when_configured() {
                 .is_none()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signups_and_recovery_emails_are_limited_per_address_and_client() {
+    let (_cluster, admin, edge) = start(4).await;
+    auth_settings(
+        &admin,
+        &[("signups_per_ip", "3"), ("recovers_per_email", "2")],
+    )
+    .await;
+    for i in 0..3 {
+        sign_up(&edge, &format!("burst{i}@example.test"), PASSWORD, "Burst").await;
+    }
+    let (status, headers, body) = auth_call(
+        &edge,
+        Method::POST,
+        "/signup",
+        Some(&json!({"email": "burst9@example.test", "password": PASSWORD})),
+        None,
+    )
+    .await;
+    assert_gotrue_error(status, &headers, &body, 429, "over_request_rate_limit");
+    assert!(headers.contains_key("retry-after"));
+    for _ in 0..2 {
+        let (status, _) = auth_post(
+            &edge,
+            "/recover",
+            &json!({"email": "burst0@example.test"}),
+            None,
+        )
+        .await;
+        assert_eq!(status, 200);
+    }
+    let (status, headers, body) = auth_call(
+        &edge,
+        Method::POST,
+        "/recover",
+        Some(&json!({"email": "burst0@example.test"})),
+        None,
+    )
+    .await;
+    assert_gotrue_error(status, &headers, &body, 429, "over_email_send_rate_limit");
+    // The same reply for an address without an account, so the limit tells nothing either.
+    for _ in 0..3 {
+        auth_post(
+            &edge,
+            "/recover",
+            &json!({"email": "ghost@example.test"}),
+            None,
+        )
+        .await;
+    }
+    let (status, body) = auth_post(
+        &edge,
+        "/recover",
+        &json!({"email": "ghost@example.test"}),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (429, Some("over_email_send_rate_limit"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_deliveries_are_retried_with_backoff() {
+    let cluster = Cluster::start().await;
+    let admin = cluster.admin().await;
+    auth_settings(&admin, &[("autoconfirm", "true")]).await;
+    // Nothing listens there: every delivery fails.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let edge = Edge::start_with(&cluster, |c| {
+        c.auth.smtp_url = Some(format!("smtp://127.0.0.1:{closed}"))
+    })
+    .await;
+    sign_up(&edge, "retry@example.test", PASSWORD, "Retry").await;
+    auth_post(
+        &edge,
+        "/recover",
+        &json!({"email": "retry@example.test"}),
+        None,
+    )
+    .await;
+    let mut row = None;
+    for _ in 0..100 {
+        let r = admin
+            .query_one(
+                "SELECT attempts, last_error IS NOT NULL, sent_at IS NULL,
+                        extract(epoch FROM next_attempt_at - now())::float8
+                   FROM core.email_outbox WHERE recipient = 'retry@example.test'",
+                &[],
+            )
+            .await
+            .unwrap();
+        if r.get::<_, bool>(1) {
+            row = Some(r);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let row = row.expect("the failed delivery is recorded");
+    assert_eq!(row.get::<_, i32>(0), 1);
+    assert!(row.get::<_, bool>(2), "not marked sent");
+    let wait: f64 = row.get(3);
+    assert!(
+        wait > 1.0 && wait <= 10.0,
+        "retried later, with backoff: {wait}"
+    );
+}
