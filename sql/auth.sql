@@ -43,6 +43,7 @@ BEGIN
         'recovers_per_ip', 30,
         'recovers_per_email', 5,
         'verifies_per_ip', 60,
+        'verify_failures_per_email', 5,
         'send_window', 3600)
         || coalesce((SELECT jsonb_object_agg(s.key, s.value) FROM crm_private.auth_settings s), '{}'::jsonb);
 END
@@ -62,19 +63,26 @@ CREATE FUNCTION crm_private.auth_digest(secret text) RETURNS text
     AS $$ SELECT pg_catalog.encode(pg_catalog.sha256(pg_catalog.convert_to(secret, 'UTF8')), 'hex') $$;
 COMMENT ON FUNCTION crm_private.auth_digest(text) IS 'sha256 (hex) of a secret: refresh and link tokens are stored only this way.';
 
--- A one-time code and the link token GoTrue derives from it (sha224 of email || code, hex):
--- {code, link_token}. Either, with the email, proves the same thing at /verify.
+-- A one-time code and a link token: {code, link_token}. The link token (the token_hash of a
+-- link) is 256 random bits, not derived from the code as GoTrue derives it, so knowing the
+-- email does not let anyone search the code space through it; the 6-digit code, typed with
+-- the email, is throttled per email at /verify instead. Only digests are stored: the link
+-- token's (auth_digest) and the code's bound to its account (auth_code_digest).
 CREATE FUNCTION crm_private.auth_new_otp(email text) RETURNS text[]
     LANGUAGE plpgsql VOLATILE
     SET search_path = pg_catalog, pg_temp
     AS $$
-DECLARE
-    code text := crm_private.random_digits(6);
 BEGIN
-    RETURN ARRAY[code, encode(sha224(convert_to(email || code, 'UTF8')), 'hex')];
+    RETURN ARRAY[crm_private.random_digits(6), encode(sha224(convert_to(crm_private.random_token(32), 'UTF8')), 'hex')];
 END
 $$;
-COMMENT ON FUNCTION crm_private.auth_new_otp(text) IS 'A six-digit one-time code for an email and its link token (GoTrue''s token hash): {code, link_token}.';
+COMMENT ON FUNCTION crm_private.auth_new_otp(text) IS 'A six-digit one-time code and a random link token: {code, link_token}.';
+
+-- The stored form of a one-time code: bound to what it is for (a user id, or an invitation's
+-- email), so equal codes of different accounts differ.
+CREATE FUNCTION crm_private.auth_code_digest(owner text, code text) RETURNS text
+    LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+    AS $$ SELECT crm_private.auth_digest(owner || ':' || code) $$;
 
 -- Counts an attempt in a fixed window shared by every edge. Returns the seconds to wait when
 -- the bucket is over its limit (0: go ahead). count_hit false only looks. A limit <= 0 is off.
@@ -122,6 +130,25 @@ BEGIN
     RETURN (req ->> 'ip')::inet;
 EXCEPTION WHEN invalid_text_representation THEN
     RETURN NULL;
+END
+$$;
+
+-- The throttling bucket of the client address: an IPv4 address, or an IPv6 /64 (one
+-- client can have a whole /64).
+CREATE FUNCTION crm_private.auth_ip_bucket(req jsonb) RETURNS text
+    LANGUAGE plpgsql IMMUTABLE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    v_ip inet := crm_private.auth_ip(req);
+BEGIN
+    IF v_ip IS NULL THEN
+        RETURN 'unknown';
+    END IF;
+    IF family(v_ip) = 6 THEN
+        RETURN network(set_masklen(v_ip, 64))::text;
+    END IF;
+    RETURN host(v_ip);
 END
 $$;
 
@@ -406,13 +433,14 @@ CREATE FUNCTION crm_private.auth_send_link(u auth.users, kind text, redirect_to 
 DECLARE
     v_otp text[] := crm_private.auth_new_otp(u.email);
     v_hash text := crm_private.auth_digest(v_otp[2]);
+    v_code text := crm_private.auth_code_digest(u.id::text, v_otp[1]);
     v_type auth.one_time_token_type := CASE kind WHEN 'signup' THEN 'confirmation_token' ELSE 'recovery_token' END;
     v_tenant uuid := (SELECT m.tenant_id FROM crm_private.auth_membership(u.id) m);
 BEGIN
     IF kind = 'signup' THEN
-        UPDATE auth.users x SET confirmation_token = v_hash, confirmation_sent_at = now() WHERE x.id = u.id;
+        UPDATE auth.users x SET confirmation_token = v_code, confirmation_sent_at = now() WHERE x.id = u.id;
     ELSE
-        UPDATE auth.users x SET recovery_token = v_hash, recovery_sent_at = now() WHERE x.id = u.id;
+        UPDATE auth.users x SET recovery_token = v_code, recovery_sent_at = now() WHERE x.id = u.id;
     END IF;
     INSERT INTO auth.one_time_tokens (id, user_id, token_type, token_hash, relates_to, created_at, updated_at)
     VALUES (gen_random_uuid(), u.id, v_type, v_hash, u.email, now() AT TIME ZONE 'UTC', now() AT TIME ZONE 'UTC')
@@ -489,18 +517,34 @@ BEGIN
     END IF;
 
     v_wait := greatest(
-        crm_private.auth_throttle('signup:ip:' || (req ->> 'ip'), (cfg ->> 'signups_per_ip')::integer, (cfg ->> 'send_window')::integer, true),
-        crm_private.auth_throttle('signup:email:' || v_email, (cfg ->> 'signups_per_email')::integer, (cfg ->> 'send_window')::integer, true));
+        crm_private.auth_throttle('signup:ip:' || crm_private.auth_ip_bucket(req), (cfg ->> 'signups_per_ip')::integer, (cfg ->> 'send_window')::integer, true),
+        crm_private.auth_throttle('signup:email:' || crm_private.auth_digest(v_email), (cfg ->> 'signups_per_email')::integer, (cfg ->> 'send_window')::integer, true));
     IF v_wait > 0 THEN
         RETURN crm_private.auth_error(429, 'over_request_rate_limit', 'Request rate limit reached', jsonb_build_object('retry_after', v_wait));
     END IF;
 
-    SELECT * INTO u FROM auth.users x WHERE x.email = v_email AND NOT x.is_sso_user;
-    IF FOUND THEN
+    SELECT * INTO u FROM auth.users x WHERE x.email = v_email AND NOT x.is_sso_user FOR UPDATE;
+    IF FOUND AND coalesce(u.encrypted_password, '') = '' AND u.deleted_at IS NULL
+       AND NOT EXISTS (SELECT 1 FROM core.memberships m WHERE m.user_id = u.id) THEN
+        -- An account nobody has claimed (made for an invitation, or by an operator, without a
+        -- password): this signup claims it, as it would a new one. Its pending invitations
+        -- stay; accepting one later is refused, as for any member of a workspace.
+        v_id := u.id;
+        UPDATE auth.users x
+           SET encrypted_password = crm_private.password_hash(v_password),
+               email_confirmed_at = CASE WHEN v_autoconfirm THEN now() ELSE x.email_confirmed_at END,
+               raw_user_meta_data = coalesce(x.raw_user_meta_data, '{}'::jsonb) || v_data, updated_at = now()
+         WHERE x.id = v_id
+        RETURNING * INTO u;
+    ELSIF FOUND THEN
         IF v_autoconfirm THEN
             RETURN crm_private.auth_error(422, 'user_already_exists', 'User already registered');
         END IF;
-        IF u.email_confirmed_at IS NULL AND u.deleted_at IS NULL AND u.invited_at IS NULL THEN
+        IF u.email_confirmed_at IS NULL AND u.deleted_at IS NULL THEN
+            -- Not confirmed yet: the latest signup's password is the one the link confirms, so
+            -- an earlier signup by someone else with this address gains nothing.
+            UPDATE auth.users x SET encrypted_password = crm_private.password_hash(v_password), updated_at = now()
+             WHERE x.id = u.id;
             PERFORM crm_private.auth_send_link(u, 'signup', crm_private.auth_text(req -> 'query', 'redirect_to'));
             SELECT * INTO u FROM auth.users x WHERE x.id = u.id;
             RETURN jsonb_build_object('body', crm_private.auth_user_json(u));
@@ -515,17 +559,19 @@ BEGIN
             'updated_at', now(), 'is_anonymous', false));
     END IF;
 
-    INSERT INTO auth.users (instance_id, id, aud, role, email, encrypted_password, email_confirmed_at,
-                            raw_app_meta_data, raw_user_meta_data, created_at, updated_at, is_sso_user, is_anonymous)
-    VALUES ('00000000-0000-0000-0000-000000000000', v_id, 'authenticated', 'authenticated', v_email,
-            crm_private.password_hash(v_password), CASE WHEN v_autoconfirm THEN now() END,
-            jsonb_build_object('provider', 'email', 'providers', jsonb_build_array('email')),
-            v_data, now(), now(), false, false)
-    RETURNING * INTO u;
-    INSERT INTO auth.identities (provider_id, user_id, identity_data, provider, created_at, updated_at)
-    VALUES (v_id::text, v_id,
-            jsonb_build_object('sub', v_id::text, 'email', v_email, 'email_verified', v_autoconfirm, 'phone_verified', false),
-            'email', now(), now());
+    IF u.id IS NULL THEN
+        INSERT INTO auth.users (instance_id, id, aud, role, email, encrypted_password, email_confirmed_at,
+                                raw_app_meta_data, raw_user_meta_data, created_at, updated_at, is_sso_user, is_anonymous)
+        VALUES ('00000000-0000-0000-0000-000000000000', v_id, 'authenticated', 'authenticated', v_email,
+                crm_private.password_hash(v_password), CASE WHEN v_autoconfirm THEN now() END,
+                jsonb_build_object('provider', 'email', 'providers', jsonb_build_array('email')),
+                v_data, now(), now(), false, false)
+        RETURNING * INTO u;
+        INSERT INTO auth.identities (provider_id, user_id, identity_data, provider, created_at, updated_at)
+        VALUES (v_id::text, v_id,
+                jsonb_build_object('sub', v_id::text, 'email', v_email, 'email_verified', v_autoconfirm, 'phone_verified', false),
+                'email', now(), now());
+    END IF;
 
     v_name := coalesce(v_company,
                        left(coalesce(v_full_name, split_part(v_email, '@', 1)), 188) || '''s workspace');
@@ -571,9 +617,12 @@ BEGIN
         RETURN crm_private.auth_error(400, 'validation_failed', 'Email and password are required');
     END IF;
     v_email := coalesce(crm_private.normalize_email(b ->> 'email'), lower(btrim(b ->> 'email')));
+    IF char_length(v_email) > 255 THEN
+        RETURN crm_private.auth_error(400, 'invalid_credentials', 'Invalid login credentials');
+    END IF;
     v_wait := greatest(
-        crm_private.auth_throttle('login:email:' || v_email, (cfg ->> 'login_failures_per_email')::integer, v_window, false),
-        crm_private.auth_throttle('login:ip:' || (req ->> 'ip'), (cfg ->> 'login_failures_per_ip')::integer, v_window, false));
+        crm_private.auth_throttle('login:email:' || crm_private.auth_digest(v_email), (cfg ->> 'login_failures_per_email')::integer, v_window, false),
+        crm_private.auth_throttle('login:ip:' || crm_private.auth_ip_bucket(req), (cfg ->> 'login_failures_per_ip')::integer, v_window, false));
     IF v_wait > 0 THEN
         RETURN crm_private.auth_error(429, 'over_request_rate_limit', 'Request rate limit reached', jsonb_build_object('retry_after', v_wait));
     END IF;
@@ -586,8 +635,8 @@ BEGIN
         v_ok := false;
     END IF;
     IF NOT v_ok THEN
-        PERFORM crm_private.auth_throttle('login:email:' || v_email, (cfg ->> 'login_failures_per_email')::integer, v_window, true);
-        PERFORM crm_private.auth_throttle('login:ip:' || (req ->> 'ip'), (cfg ->> 'login_failures_per_ip')::integer, v_window, true);
+        PERFORM crm_private.auth_throttle('login:email:' || crm_private.auth_digest(v_email), (cfg ->> 'login_failures_per_email')::integer, v_window, true);
+        PERFORM crm_private.auth_throttle('login:ip:' || crm_private.auth_ip_bucket(req), (cfg ->> 'login_failures_per_ip')::integer, v_window, true);
         RETURN crm_private.auth_error(400, 'invalid_credentials', 'Invalid login credentials');
     END IF;
     IF u.email_confirmed_at IS NULL THEN
@@ -778,7 +827,7 @@ BEGIN
     IF v_email IS NOT NULL THEN
         v_otp := crm_private.auth_new_otp(v_email);
         UPDATE auth.users x
-           SET email_change = v_email, email_change_token_new = crm_private.auth_digest(v_otp[2]),
+           SET email_change = v_email, email_change_token_new = crm_private.auth_code_digest(u.id::text, v_otp[1]),
                email_change_sent_at = now(), email_change_confirm_status = 0, updated_at = now()
          WHERE x.id = u.id;
         INSERT INTO auth.one_time_tokens (id, user_id, token_type, token_hash, relates_to, created_at, updated_at)
@@ -820,8 +869,8 @@ BEGIN
         RETURN crm_private.auth_error(400, 'validation_failed', 'Unable to validate email address: invalid format');
     END IF;
     v_wait := greatest(
-        crm_private.auth_throttle('recover:ip:' || (req ->> 'ip'), (cfg ->> 'recovers_per_ip')::integer, (cfg ->> 'send_window')::integer, true),
-        crm_private.auth_throttle('recover:email:' || v_email, (cfg ->> 'recovers_per_email')::integer, (cfg ->> 'send_window')::integer, true));
+        crm_private.auth_throttle('recover:ip:' || crm_private.auth_ip_bucket(req), (cfg ->> 'recovers_per_ip')::integer, (cfg ->> 'send_window')::integer, true),
+        crm_private.auth_throttle('recover:email:' || crm_private.auth_digest(v_email), (cfg ->> 'recovers_per_email')::integer, (cfg ->> 'send_window')::integer, true));
     IF v_wait > 0 THEN
         RETURN crm_private.auth_error(429, 'over_email_send_rate_limit', 'Email rate limit exceeded', jsonb_build_object('retry_after', v_wait));
     END IF;
@@ -850,10 +899,12 @@ DECLARE
     v_link text;
     v_hash text;
     v_email text;
+    v_code text;
     v_wait integer;
     v_expired jsonb := crm_private.auth_error(403, 'otp_expired', 'Token has expired or is invalid');
     v_user uuid;
     v_refusal jsonb;
+    v_window integer := greatest((cfg ->> 'otp_expiry')::integer, 60);
     inv core.invitations;
     u auth.users;
 BEGIN
@@ -864,7 +915,7 @@ BEGIN
     IF v_type IS NULL OR v_type NOT IN ('signup', 'recovery', 'invite', 'magiclink', 'email_change', 'email') THEN
         RETURN crm_private.auth_error(400, 'validation_failed', 'Verify requires a verification type: signup, recovery, invite, magiclink or email_change');
     END IF;
-    v_wait := crm_private.auth_throttle('verify:ip:' || (req ->> 'ip'), (cfg ->> 'verifies_per_ip')::integer, 300, true);
+    v_wait := crm_private.auth_throttle('verify:ip:' || crm_private.auth_ip_bucket(req), (cfg ->> 'verifies_per_ip')::integer, 300, true);
     IF v_wait > 0 THEN
         RETURN crm_private.auth_error(429, 'over_request_rate_limit', 'Request rate limit reached', jsonb_build_object('retry_after', v_wait));
     END IF;
@@ -873,82 +924,139 @@ BEGIN
         v_link := nullif(crm_private.auth_text(req -> 'query', 'token'), '');
     END IF;
     IF v_link IS NULL THEN
+        -- A code typed with the email: at most verify_failures_per_email wrong ones per
+        -- expiry window, so the million codes cannot be tried.
         v_email := crm_private.normalize_email(crm_private.auth_text(b, 'email'));
-        IF v_email IS NULL OR coalesce(crm_private.auth_text(b, 'token'), '') = '' THEN
+        v_code := btrim(crm_private.auth_text(b, 'token'));
+        IF v_email IS NULL OR coalesce(v_code, '') = '' THEN
             RETURN crm_private.auth_error(400, 'validation_failed', 'Verify requires either a token and an email, or a token_hash');
         END IF;
-        v_link := encode(sha224(convert_to(v_email || btrim(b ->> 'token'), 'UTF8')), 'hex');
+        v_wait := crm_private.auth_throttle('verify:email:' || crm_private.auth_digest(v_email),
+                                            (cfg ->> 'verify_failures_per_email')::integer, v_window, false);
+        IF v_wait > 0 THEN
+            RETURN crm_private.auth_error(429, 'over_request_rate_limit', 'Too many wrong codes for this email: request a new one later',
+                                          jsonb_build_object('retry_after', v_wait));
+        END IF;
+    ELSE
+        v_hash := crm_private.auth_digest(v_link);
     END IF;
-    v_hash := crm_private.auth_digest(v_link);
+
+    -- Find what the token is for, locked, before writing anything.
+    IF v_type = 'invite' THEN
+        IF v_hash IS NOT NULL THEN
+            SELECT * INTO inv FROM core.invitations i WHERE i.token_hash = v_hash AND i.status = 'pending' FOR UPDATE;
+        ELSE
+            SELECT * INTO inv FROM core.invitations i
+             WHERE i.email = v_email AND i.status = 'pending'
+               AND i.code_hash = crm_private.auth_code_digest(v_email, v_code)
+             ORDER BY i.sent_at DESC LIMIT 1 FOR UPDATE;
+        END IF;
+        IF inv.id IS NOT NULL AND inv.expires_at > now() THEN
+            SELECT * INTO u FROM auth.users x WHERE x.id = inv.user_id FOR UPDATE;
+            -- The invitation is for the address it was sent to: an account whose email has
+            -- changed since is not who was invited.
+            IF u.id IS NULL OR u.email IS DISTINCT FROM inv.email THEN
+                u := NULL;
+            END IF;
+        END IF;
+    ELSE
+        IF v_hash IS NOT NULL THEN
+            SELECT t.user_id INTO v_user FROM auth.one_time_tokens t
+             WHERE t.token_hash = v_hash
+               AND t.token_type = CASE v_type WHEN 'signup' THEN 'confirmation_token'
+                                              WHEN 'email' THEN 'confirmation_token'
+                                              WHEN 'email_change' THEN 'email_change_token_new'
+                                              ELSE 'recovery_token' END::auth.one_time_token_type;
+            SELECT * INTO u FROM auth.users x WHERE x.id = v_user FOR UPDATE;
+        ELSIF v_type = 'email_change' THEN
+            SELECT * INTO u FROM auth.users x
+             WHERE x.email_change = v_email AND x.email_change_token_new = crm_private.auth_code_digest(x.id::text, v_code)
+             FOR UPDATE;
+        ELSIF v_type IN ('signup', 'email') THEN
+            SELECT * INTO u FROM auth.users x
+             WHERE x.email = v_email AND x.confirmation_token = crm_private.auth_code_digest(x.id::text, v_code)
+             FOR UPDATE;
+        ELSE
+            SELECT * INTO u FROM auth.users x
+             WHERE x.email = v_email AND x.recovery_token = crm_private.auth_code_digest(x.id::text, v_code)
+             FOR UPDATE;
+        END IF;
+        IF u.id IS NOT NULL AND (
+               (v_type IN ('signup', 'email') AND (u.confirmation_token IS NULL OR u.confirmation_token = ''
+                    OR u.confirmation_sent_at + make_interval(secs => v_window) <= now()))
+            OR (v_type IN ('recovery', 'magiclink') AND (u.recovery_token IS NULL OR u.recovery_token = ''
+                    OR u.recovery_sent_at + make_interval(secs => v_window) <= now()))
+            OR (v_type = 'email_change' AND (coalesce(u.email_change, '') = ''
+                    OR u.email_change_sent_at + make_interval(secs => v_window) <= now()))) THEN
+            u := NULL;
+        END IF;
+    END IF;
+    IF u.id IS NULL THEN
+        IF v_email IS NOT NULL THEN
+            PERFORM crm_private.auth_throttle('verify:email:' || crm_private.auth_digest(v_email),
+                                              (cfg ->> 'verify_failures_per_email')::integer, v_window, true);
+        END IF;
+        RETURN v_expired;
+    END IF;
+    v_user := u.id;
+    -- Banned or deleted accounts get nothing, and nothing is written for them.
+    IF u.deleted_at IS NOT NULL OR (u.banned_until IS NOT NULL AND u.banned_until > now()) THEN
+        RETURN crm_private.auth_refusal(u);
+    END IF;
 
     IF v_type = 'invite' THEN
-        SELECT * INTO inv FROM core.invitations i WHERE i.token_hash = v_hash AND i.status = 'pending' FOR UPDATE;
-        IF NOT FOUND OR inv.expires_at <= now() THEN
-            RETURN v_expired;
-        END IF;
-        IF EXISTS (SELECT 1 FROM core.memberships m WHERE m.user_id = inv.user_id AND m.tenant_id <> inv.tenant_id) THEN
-            RETURN crm_private.auth_error(409, 'user_already_exists', 'This account already belongs to another workspace');
+        -- One workspace per user in this phase; the user row lock above serialises two
+        -- acceptances of invitations to different workspaces.
+        IF EXISTS (SELECT 1 FROM core.memberships m WHERE m.user_id = v_user) THEN
+            RETURN crm_private.auth_error(409, 'user_already_exists', 'This account already belongs to a workspace');
         END IF;
         IF NOT EXISTS (SELECT 1 FROM core.tenants t WHERE t.id = inv.tenant_id AND t.status = 'active') THEN
             RETURN v_expired;
         END IF;
-        UPDATE core.invitations i SET status = 'accepted', token_hash = NULL, accepted_at = now()
+        UPDATE core.invitations i SET status = 'accepted', token_hash = NULL, code_hash = NULL, accepted_at = now()
          WHERE i.tenant_id = inv.tenant_id AND i.id = inv.id;
         INSERT INTO core.memberships (tenant_id, user_id, role, created_by, updated_by)
-        VALUES (inv.tenant_id, inv.user_id, inv.role, inv.invited_by, inv.invited_by)
-        ON CONFLICT (tenant_id, user_id) DO NOTHING;
+        VALUES (inv.tenant_id, v_user, inv.role, inv.invited_by, inv.invited_by);
         UPDATE auth.users x SET email_confirmed_at = coalesce(x.email_confirmed_at, now()), updated_at = now()
-         WHERE x.id = inv.user_id;
-        v_user := inv.user_id;
-    ELSIF v_type IN ('signup', 'email') THEN
-        SELECT t.user_id INTO v_user FROM auth.one_time_tokens t
-         WHERE t.token_hash = v_hash AND t.token_type = 'confirmation_token';
-        SELECT * INTO u FROM auth.users x WHERE x.id = v_user FOR UPDATE;
-        IF NOT FOUND OR u.confirmation_sent_at + make_interval(secs => (cfg ->> 'otp_expiry')::double precision) <= now() THEN
-            RETURN v_expired;
-        END IF;
-        UPDATE auth.users x SET email_confirmed_at = coalesce(x.email_confirmed_at, now()), confirmation_token = '',
-                                updated_at = now()
          WHERE x.id = v_user;
         UPDATE auth.identities i SET identity_data = i.identity_data || '{"email_verified": true}'
          WHERE i.user_id = v_user AND i.provider = 'email';
-        DELETE FROM auth.one_time_tokens t WHERE t.user_id = v_user AND t.token_type = 'confirmation_token';
-    ELSIF v_type IN ('recovery', 'magiclink') THEN
-        SELECT t.user_id INTO v_user FROM auth.one_time_tokens t
-         WHERE t.token_hash = v_hash AND t.token_type = 'recovery_token';
-        SELECT * INTO u FROM auth.users x WHERE x.id = v_user FOR UPDATE;
-        IF NOT FOUND OR u.recovery_sent_at + make_interval(secs => (cfg ->> 'otp_expiry')::double precision) <= now() THEN
-            RETURN v_expired;
+    ELSE
+        v_refusal := crm_private.auth_refusal(u);
+        IF v_refusal IS NOT NULL THEN
+            RETURN v_refusal;
         END IF;
-        UPDATE auth.users x SET email_confirmed_at = coalesce(x.email_confirmed_at, now()), recovery_token = '',
-                                updated_at = now()
-         WHERE x.id = v_user;
-        DELETE FROM auth.one_time_tokens t WHERE t.user_id = v_user AND t.token_type = 'recovery_token';
-    ELSE  -- email_change
-        SELECT t.user_id INTO v_user FROM auth.one_time_tokens t
-         WHERE t.token_hash = v_hash AND t.token_type = 'email_change_token_new';
-        SELECT * INTO u FROM auth.users x WHERE x.id = v_user FOR UPDATE;
-        IF NOT FOUND OR coalesce(u.email_change, '') = ''
-           OR u.email_change_sent_at + make_interval(secs => (cfg ->> 'otp_expiry')::double precision) <= now() THEN
-            RETURN v_expired;
+        IF v_type IN ('signup', 'email') THEN
+            UPDATE auth.users x SET email_confirmed_at = coalesce(x.email_confirmed_at, now()), confirmation_token = '',
+                                    updated_at = now()
+             WHERE x.id = v_user;
+            UPDATE auth.identities i SET identity_data = i.identity_data || '{"email_verified": true}'
+             WHERE i.user_id = v_user AND i.provider = 'email';
+            DELETE FROM auth.one_time_tokens t WHERE t.user_id = v_user AND t.token_type = 'confirmation_token';
+        ELSIF v_type IN ('recovery', 'magiclink') THEN
+            UPDATE auth.users x SET email_confirmed_at = coalesce(x.email_confirmed_at, now()), recovery_token = '',
+                                    updated_at = now()
+             WHERE x.id = v_user;
+            DELETE FROM auth.one_time_tokens t WHERE t.user_id = v_user AND t.token_type = 'recovery_token';
+        ELSE  -- email_change
+            IF EXISTS (SELECT 1 FROM auth.users x WHERE x.email = u.email_change AND x.id <> v_user) THEN
+                RETURN crm_private.auth_error(422, 'email_exists', 'A user with this email address has already been registered');
+            END IF;
+            UPDATE auth.users x SET email = x.email_change, email_change = '', email_change_token_new = '',
+                                    email_change_confirm_status = 0, recovery_token = '', updated_at = now()
+             WHERE x.id = v_user;
+            UPDATE auth.identities i SET identity_data = i.identity_data || jsonb_build_object('email', u.email_change),
+                                         updated_at = now()
+             WHERE i.user_id = v_user AND i.provider = 'email';
+            -- Links sent to the old address stop working, and so does every other session.
+            DELETE FROM auth.one_time_tokens t WHERE t.user_id = v_user;
+            UPDATE core.invitations i SET status = 'revoked', token_hash = NULL, code_hash = NULL
+             WHERE i.user_id = v_user AND i.status = 'pending';
+            PERFORM crm_private.auth_end_sessions(v_user);
         END IF;
-        IF EXISTS (SELECT 1 FROM auth.users x WHERE x.email = u.email_change AND x.id <> v_user) THEN
-            RETURN crm_private.auth_error(422, 'email_exists', 'A user with this email address has already been registered');
-        END IF;
-        UPDATE auth.users x SET email = x.email_change, email_change = '', email_change_token_new = '',
-                                email_change_confirm_status = 0, updated_at = now()
-         WHERE x.id = v_user;
-        UPDATE auth.identities i SET identity_data = i.identity_data || jsonb_build_object('email', u.email_change),
-                                     updated_at = now()
-         WHERE i.user_id = v_user AND i.provider = 'email';
-        DELETE FROM auth.one_time_tokens t WHERE t.user_id = v_user AND t.token_type = 'email_change_token_new';
     END IF;
 
     SELECT * INTO u FROM auth.users x WHERE x.id = v_user;
-    v_refusal := crm_private.auth_refusal(u);
-    IF v_refusal IS NOT NULL THEN
-        RETURN v_refusal;
-    END IF;
     RETURN crm_private.auth_issue_session(v_user, req, 'otp')
         || jsonb_build_object('redirect_to', crm_private.auth_redirect(crm_private.auth_text(b, 'redirect_to'), cfg),
                               'type', v_type);
@@ -972,12 +1080,10 @@ DECLARE
 BEGIN
     SELECT x.id INTO v_id FROM auth.users x WHERE x.email = invitee.email AND NOT x.is_sso_user;
     IF FOUND THEN
-        IF EXISTS (SELECT 1 FROM core.memberships m WHERE m.user_id = v_id AND m.tenant_id = tenant) THEN
-            RAISE EXCEPTION 'this person is already a member of the workspace'
-                USING ERRCODE = 'unique_violation';
-        END IF;
+        -- One message whether the workspace is this one or another: an inviter learns
+        -- nothing about other workspaces.
         IF EXISTS (SELECT 1 FROM core.memberships m WHERE m.user_id = v_id) THEN
-            RAISE EXCEPTION 'this email already belongs to another workspace'
+            RAISE EXCEPTION 'this email belongs to a member of a workspace already'
                 USING ERRCODE = 'unique_violation',
                       HINT = 'in this version a person belongs to one workspace';
         END IF;
@@ -999,20 +1105,56 @@ END
 $$;
 COMMENT ON FUNCTION crm_private.invitee(uuid, text) IS 'The account an invitation to a workspace is for (found or created); 23505 if it is a member here or of another workspace.';
 
--- A fresh link token for an invitation, sent by email; the stored hash goes on the row.
--- Returns the digest to store.
-CREATE FUNCTION crm_private.send_invitation(tenant uuid, email text, redirect_to text) RETURNS text
+-- Issues an invitation (the rules are the caller's: api.invite_user checks the inviter's
+-- permissions, POST /invite is for operators): revokes an expired pending one for the same
+-- address, finds or creates the account, stores the row with the digests of a new link token
+-- and code, and queues the email.
+CREATE FUNCTION crm_private.invitation_issue(tenant uuid, email text, role text, invited_by uuid, redirect_to text)
+    RETURNS core.invitations
     LANGUAGE plpgsql VOLATILE SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
     AS $$
 DECLARE
     v_otp text[] := crm_private.auth_new_otp(email);
+    inv core.invitations;
 BEGIN
+    IF EXISTS (SELECT 1 FROM core.invitations i
+                WHERE i.tenant_id = tenant AND i.email = invitation_issue.email AND i.status = 'pending'
+                  AND i.expires_at > now()) THEN
+        RAISE EXCEPTION 'this email has a pending invitation already' USING ERRCODE = 'unique_violation',
+            HINT = 'resend it with resend_invitation(id), or revoke it first';
+    END IF;
+    UPDATE core.invitations i SET status = 'revoked', token_hash = NULL, code_hash = NULL
+     WHERE i.tenant_id = tenant AND i.email = invitation_issue.email AND i.status = 'pending';
+    INSERT INTO core.invitations (tenant_id, email, role, user_id, invited_by, token_hash, code_hash, expires_at)
+    VALUES (tenant, email, role, crm_private.invitee(tenant, email), invited_by,
+            crm_private.auth_digest(v_otp[2]), crm_private.auth_code_digest(email, v_otp[1]),
+            now() + make_interval(secs => (crm_private.auth_config() ->> 'invite_expiry')::double precision))
+    RETURNING * INTO inv;
     PERFORM crm_private.auth_queue_email(tenant, 'invite', email, v_otp, redirect_to);
-    RETURN crm_private.auth_digest(v_otp[2]);
+    RETURN inv;
 END
 $$;
-COMMENT ON FUNCTION crm_private.send_invitation(uuid, text, text) IS 'Queues an invitation email with a new link token; returns the token''s digest for core.invitations.token_hash.';
+COMMENT ON FUNCTION crm_private.invitation_issue(uuid, text, text, uuid, text) IS 'Issues an invitation to a workspace (account, row with token digests, email); the caller has checked who may invite.';
+
+-- A pending invitation sent again: new link token and code (the old ones stop working), new expiry.
+CREATE FUNCTION crm_private.invitation_reissue(inv core.invitations) RETURNS core.invitations
+    LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    v_otp text[] := crm_private.auth_new_otp(inv.email);
+BEGIN
+    UPDATE core.invitations i
+       SET token_hash = crm_private.auth_digest(v_otp[2]), code_hash = crm_private.auth_code_digest(inv.email, v_otp[1]),
+           expires_at = now() + make_interval(secs => (crm_private.auth_config() ->> 'invite_expiry')::double precision),
+           sent_at = now()
+     WHERE i.tenant_id = inv.tenant_id AND i.id = inv.id
+    RETURNING * INTO inv;
+    PERFORM crm_private.auth_queue_email(inv.tenant_id, 'invite', inv.email, v_otp, NULL);
+    RETURN inv;
+END
+$$;
 
 CREATE FUNCTION crm_private.invitation_json(i core.invitations) RETURNS jsonb
     LANGUAGE sql STABLE PARALLEL SAFE
@@ -1256,7 +1398,8 @@ BEGIN
         UPDATE core.memberships m SET status = 'deactivated' WHERE m.user_id = u.id AND m.status <> 'deactivated';
         DELETE FROM auth.identities i WHERE i.user_id = u.id;
         DELETE FROM auth.one_time_tokens t WHERE t.user_id = u.id;
-        UPDATE core.invitations i SET status = 'revoked', token_hash = NULL WHERE i.user_id = u.id AND i.status = 'pending';
+        UPDATE core.invitations i SET status = 'revoked', token_hash = NULL, code_hash = NULL
+         WHERE i.user_id = u.id AND i.status = 'pending';
         UPDATE auth.users x SET deleted_at = now(), email = NULL, encrypted_password = '',
                                 raw_user_meta_data = '{}', updated_at = now()
          WHERE x.id = u.id;
@@ -1279,7 +1422,6 @@ DECLARE
     v_tenant uuid;
     v_role text;
     v_user uuid;
-    v_hash text;
     u auth.users;
 BEGIN
     IF crm_private.auth_bad_type(b, ARRAY['email'], 'string') IS NOT NULL
@@ -1305,13 +1447,8 @@ BEGIN
     IF EXISTS (SELECT 1 FROM auth.users x JOIN core.memberships m ON m.user_id = x.id WHERE x.email = v_email) THEN
         RETURN crm_private.auth_error(422, 'email_exists', 'A user with this email address has already been registered');
     END IF;
-    v_user := crm_private.invitee(v_tenant, v_email);
-    UPDATE core.invitations i SET status = 'revoked', token_hash = NULL
-     WHERE i.tenant_id = v_tenant AND i.email = v_email AND i.status = 'pending';
-    v_hash := crm_private.send_invitation(v_tenant, v_email, crm_private.auth_text(req -> 'query', 'redirect_to'));
-    INSERT INTO core.invitations (tenant_id, email, role, user_id, token_hash, expires_at)
-    VALUES (v_tenant, v_email, v_role, v_user, v_hash,
-            now() + make_interval(secs => (crm_private.auth_config() ->> 'invite_expiry')::double precision));
+    v_user := (crm_private.invitation_issue(v_tenant, v_email, v_role, NULL,
+                                            crm_private.auth_text(req -> 'query', 'redirect_to'))).user_id;
     SELECT * INTO u FROM auth.users x WHERE x.id = v_user;
     RETURN jsonb_build_object('body', crm_private.auth_user_json(u));
 END

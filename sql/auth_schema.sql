@@ -13,7 +13,7 @@ CREATE TABLE crm_private.auth_settings (
         'session_inactivity_timeout', 'session_timebox', 'refresh_token_reuse_interval',
         'otp_expiry', 'invite_expiry', 'login_failures_per_email', 'login_failures_per_ip',
         'login_window', 'signups_per_ip', 'signups_per_email', 'recovers_per_ip',
-        'recovers_per_email', 'verifies_per_ip', 'send_window')),
+        'recovers_per_email', 'verifies_per_ip', 'verify_failures_per_email', 'send_window')),
     value jsonb NOT NULL,
     updated_at timestamptz NOT NULL DEFAULT now(),
     CONSTRAINT auth_settings_pkey PRIMARY KEY (key)
@@ -22,7 +22,8 @@ COMMENT ON TABLE crm_private.auth_settings IS 'Auth settings that differ from th
 
 --------------------------------------------------------------------------------------------
 -- core.invitations: an invitation to join a workspace with a role (PRD F3.1-F3.3). The
--- link's secret is never stored: token_hash is sha256 of the token the link carries.
+-- link's secret is never stored: token_hash is sha256 of the token the link carries,
+-- code_hash that of the 6-digit code bound to the email. Members never read either column.
 --------------------------------------------------------------------------------------------
 CREATE TABLE core.invitations (
     tenant_id uuid NOT NULL,
@@ -33,6 +34,7 @@ CREATE TABLE core.invitations (
     invited_by uuid,
     status text NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'accepted', 'revoked')),
     token_hash text,
+    code_hash text,
     expires_at timestamptz NOT NULL,
     sent_at timestamptz NOT NULL DEFAULT now(),
     accepted_at timestamptz,
@@ -62,16 +64,8 @@ ALTER TABLE core.invitations FORCE ROW LEVEL SECURITY;
 CREATE POLICY invitations_select ON core.invitations AS PERMISSIVE FOR SELECT TO authenticated
     USING (tenant_id = crm_private.tenant_id() AND crm_private.has_permission('users.invite'));
 COMMENT ON POLICY invitations_select ON core.invitations IS 'Members who may invite see their workspace''s invitations.';
-CREATE POLICY invitations_insert ON core.invitations AS PERMISSIVE FOR INSERT TO authenticated
-    WITH CHECK (tenant_id = crm_private.tenant_id() AND crm_private.has_permission('users.invite')
-                AND (role = 'rep' OR crm_private.has_permission('users.manage')));
-COMMENT ON POLICY invitations_insert ON core.invitations IS 'Admins invite any role, managers invite sales reps (F3.1).';
-CREATE POLICY invitations_update ON core.invitations AS PERMISSIVE FOR UPDATE TO authenticated
-    USING (tenant_id = crm_private.tenant_id() AND crm_private.has_permission('users.invite')
-           AND (role = 'rep' OR crm_private.has_permission('users.manage')))
-    WITH CHECK (tenant_id = crm_private.tenant_id() AND crm_private.has_permission('users.invite')
-                AND (role = 'rep' OR crm_private.has_permission('users.manage')));
-COMMENT ON POLICY invitations_update ON core.invitations IS 'Whoever may send an invitation may resend or revoke it.';
+-- No INSERT or UPDATE policy (nor grant): invitations are written only by the SECURITY
+-- DEFINER functions of team.sql and auth.sql, which check who may invite.
 
 --------------------------------------------------------------------------------------------
 -- Member management: admins (users.manage) change roles and status (F3.4, F3.5, F4.2);

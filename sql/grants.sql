@@ -18,8 +18,9 @@ GRANT USAGE ON SCHEMA api, core, crm_private TO authenticated;
 GRANT SELECT ON core.tenants TO authenticated;
 GRANT SELECT ON core.roles, core.permissions, core.role_permissions TO authenticated;
 GRANT UPDATE (role, status, display_name, avatar_url, department) ON core.memberships TO authenticated;
-GRANT SELECT, INSERT (tenant_id, email, role, user_id, invited_by, token_hash, expires_at),
-      UPDATE (status, token_hash, expires_at, sent_at) ON core.invitations TO authenticated;
+-- Every column but the token digests; no writes (the SECURITY DEFINER functions write).
+GRANT SELECT (tenant_id, id, email, role, user_id, invited_by, status, expires_at, sent_at, accepted_at,
+              created_at, updated_at, created_by, updated_by) ON core.invitations TO authenticated;
 GRANT UPDATE (name, logo_url, industry, timezone) ON core.tenants TO authenticated;
 GRANT SELECT ON core.memberships TO authenticated;
 
@@ -42,9 +43,9 @@ GRANT EXECUTE ON FUNCTION
     crm_private.normalize_email(text),
     crm_private.member_email(uuid),
     crm_private.member_json(core.memberships),
-    crm_private.invitation_json(core.invitations),
-    crm_private.invitation_account(text, text),
-    crm_private.invitation_token(text, text),
+    crm_private.require_invite_right(text),
+    crm_private.invitation_create(text, text),
+    crm_private.invitation_change(uuid, boolean),
     crm_private.change_member(uuid, text, text),
     api.invite_user(text, text),
     api.list_invitations(integer, text),

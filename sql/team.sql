@@ -131,10 +131,11 @@ CREATE FUNCTION crm_private.member_json(m core.memberships) RETURNS jsonb
 $$;
 COMMENT ON FUNCTION crm_private.member_json(core.memberships) IS 'The public JSON shape of a member.';
 
--- The auth side of an invitation from a request: checks the caller may invite `role`, finds
--- or creates the account, sends the email; returns what the invitation row stores.
-CREATE FUNCTION crm_private.invitation_token(email text, role text, OUT token_hash text, OUT expires_at timestamptz)
-    LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+-- Invitations are written only here (members may read them, never write them: a written
+-- token or user id would be a way into someone else's account). Each entry point checks the
+-- caller's permission for the invitation's role, in the request's own workspace.
+CREATE FUNCTION crm_private.require_invite_right(role text) RETURNS void
+    LANGUAGE plpgsql STABLE
     SET search_path = pg_catalog, pg_temp
     AS $$
 BEGIN
@@ -142,25 +143,58 @@ BEGIN
     IF role IS DISTINCT FROM 'rep' AND NOT crm_private.has_permission('users.manage') THEN
         RAISE EXCEPTION 'managers may invite sales reps only' USING ERRCODE = 'insufficient_privilege';
     END IF;
-    token_hash := crm_private.send_invitation(crm_private.tenant_id(), email, NULL);
-    expires_at := now() + make_interval(secs => (crm_private.auth_config() ->> 'invite_expiry')::double precision);
 END
 $$;
-COMMENT ON FUNCTION crm_private.invitation_token(text, text) IS 'For api.invite_user and api.resend_invitation: sends an invitation email with a new link (after checking the caller may invite this role); returns the token''s digest and expiry.';
 
-CREATE FUNCTION crm_private.invitation_account(email text, role text) RETURNS uuid
+CREATE FUNCTION crm_private.invitation_create(email text, role text) RETURNS jsonb
     LANGUAGE plpgsql VOLATILE SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
     AS $$
+DECLARE
+    v_email text := crm_private.normalize_email(email);
 BEGIN
-    PERFORM crm_private.require_permission('users.invite');
-    IF role IS DISTINCT FROM 'rep' AND NOT crm_private.has_permission('users.manage') THEN
-        RAISE EXCEPTION 'managers may invite sales reps only' USING ERRCODE = 'insufficient_privilege';
+    PERFORM crm_private.require_invite_right(role);
+    IF role IS NULL OR NOT EXISTS (SELECT 1 FROM core.roles r WHERE r.key = invitation_create.role) THEN
+        RAISE EXCEPTION 'invalid role: must be admin, manager or rep' USING ERRCODE = 'invalid_parameter_value',
+            DETAIL = 'field: role';
     END IF;
-    RETURN crm_private.invitee(crm_private.tenant_id(), email);
+    IF v_email IS NULL THEN
+        RAISE EXCEPTION 'invalid email: must be an email address' USING ERRCODE = 'invalid_parameter_value',
+            DETAIL = 'field: email';
+    END IF;
+    RETURN crm_private.invitation_json(
+        crm_private.invitation_issue(crm_private.tenant_id(), v_email, role, crm_private.user_id(), NULL));
 END
 $$;
-COMMENT ON FUNCTION crm_private.invitation_account(text, text) IS 'For api.invite_user: the invitee''s account (found or created), after checking the caller may invite this role.';
+COMMENT ON FUNCTION crm_private.invitation_create(text, text) IS 'For api.invite_user: issues an invitation in the request''s workspace after checking the caller may invite this role.';
+
+-- Resend or revoke a pending invitation of the request's workspace, if the caller may send it.
+CREATE FUNCTION crm_private.invitation_change(id uuid, revoke boolean) RETURNS jsonb
+    LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    inv core.invitations;
+BEGIN
+    PERFORM crm_private.require_permission('users.invite');
+    SELECT * INTO inv FROM core.invitations i
+     WHERE i.tenant_id = crm_private.tenant_id() AND i.id = invitation_change.id AND i.status = 'pending'
+       AND (i.role = 'rep' OR crm_private.has_permission('users.manage'))
+       FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'no pending invitation with this id' USING ERRCODE = 'no_data_found';
+    END IF;
+    IF revoke THEN
+        UPDATE core.invitations i SET status = 'revoked', token_hash = NULL, code_hash = NULL
+         WHERE i.tenant_id = inv.tenant_id AND i.id = inv.id
+        RETURNING * INTO inv;
+    ELSE
+        inv := crm_private.invitation_reissue(inv);
+    END IF;
+    RETURN crm_private.invitation_json(inv);
+END
+$$;
+COMMENT ON FUNCTION crm_private.invitation_change(uuid, boolean) IS 'For api.resend_invitation and api.revoke_invitation: a pending invitation of the request''s workspace that the caller may send.';
 
 --------------------------------------------------------------------------------------------
 -- api: invitations
@@ -169,44 +203,12 @@ CREATE FUNCTION api.invite_user(email text, role text DEFAULT 'rep') RETURNS jso
     LANGUAGE plpgsql VOLATILE SECURITY INVOKER
     SET search_path = pg_catalog, pg_temp
     AS $$
-#variable_conflict use_column
-DECLARE
-    v_tenant uuid := crm_private.tenant_id();
-    v_email text := crm_private.normalize_email(invite_user.email);
-    v_role text := invite_user.role;
-    v_user uuid;
-    v_token record;
-    inv core.invitations;
 BEGIN
-    PERFORM crm_private.require_permission('users.invite');
-    IF v_role IS NULL OR NOT EXISTS (SELECT 1 FROM core.roles r WHERE r.key = v_role) THEN
-        RAISE EXCEPTION 'invalid role: must be admin, manager or rep' USING ERRCODE = 'invalid_parameter_value',
-            DETAIL = 'field: role';
-    END IF;
-    IF v_role <> 'rep' AND NOT crm_private.has_permission('users.manage') THEN
-        RAISE EXCEPTION 'managers may invite sales reps only' USING ERRCODE = 'insufficient_privilege';
-    END IF;
-    IF v_email IS NULL THEN
-        RAISE EXCEPTION 'invalid email: must be an email address' USING ERRCODE = 'invalid_parameter_value',
-            DETAIL = 'field: email';
-    END IF;
-    IF EXISTS (SELECT 1 FROM core.invitations i
-                WHERE i.tenant_id = v_tenant AND i.email = v_email AND i.status = 'pending' AND i.expires_at > now()) THEN
-        RAISE EXCEPTION 'this email has a pending invitation already' USING ERRCODE = 'unique_violation',
-            HINT = 'resend it with resend_invitation(id), or revoke it first';
-    END IF;
-    UPDATE core.invitations i SET status = 'revoked', token_hash = NULL
-     WHERE i.tenant_id = v_tenant AND i.email = v_email AND i.status = 'pending';
-    v_user := crm_private.invitation_account(v_email, v_role);
-    v_token := crm_private.invitation_token(v_email, v_role);
-    INSERT INTO core.invitations (tenant_id, email, role, user_id, invited_by, token_hash, expires_at)
-    VALUES (v_tenant, v_email, v_role, v_user, crm_private.user_id(), v_token.token_hash, v_token.expires_at)
-    RETURNING * INTO inv;
-    RETURN crm_private.invitation_json(inv);
+    RETURN crm_private.invitation_create(invite_user.email, invite_user.role);
 END
 $$;
 COMMENT ON FUNCTION api.invite_user(text, text) IS
-'Invite someone to the workspace by email with a role (PRD F3.1, F3.2): admins invite any role, managers invite reps (otherwise 42501). They get an email with a single-use link valid 7 days, accepted through /auth/v1/verify (type invite), where they set a password. 23505 if the email has a pending invitation, is a member already, or belongs to another workspace. Returns the invitation {id, email, role, status, invited_by, expires_at, sent_at, accepted_at, created_at}.';
+'Invite someone to the workspace by email with a role (PRD F3.1, F3.2): admins invite any role, managers invite reps (otherwise 42501). They get an email with a single-use link (and a code) valid 7 days, accepted through /auth/v1/verify (type invite), where they set a password. 23505 if the email has a pending invitation or belongs to a member of a workspace. Returns the invitation {id, email, role, status, invited_by, expires_at, sent_at, accepted_at, created_at}.';
 
 CREATE FUNCTION api.list_invitations(page_size integer DEFAULT 25, cursor text DEFAULT NULL) RETURNS jsonb
     LANGUAGE plpgsql STABLE SECURITY INVOKER
@@ -223,7 +225,12 @@ BEGIN
            CASE WHEN count(*) > v_n THEN max(x.c) FILTER (WHERE x.rn = v_n) END
       INTO v_rows, v_next
       FROM (SELECT row_number() OVER (ORDER BY i.created_at, i.id) AS rn,
-                   crm_private.invitation_json(i) AS j, crm_private.encode_cursor(i.created_at, i.id) AS c
+                   jsonb_build_object(
+                       'id', i.id, 'email', i.email, 'role', i.role,
+                       'status', CASE WHEN i.status = 'pending' AND i.expires_at <= now() THEN 'expired' ELSE i.status END,
+                       'invited_by', i.invited_by, 'expires_at', i.expires_at, 'sent_at', i.sent_at,
+                       'accepted_at', i.accepted_at, 'created_at', i.created_at) AS j,
+                   crm_private.encode_cursor(i.created_at, i.id) AS c
               FROM core.invitations i
              WHERE i.tenant_id = crm_private.tenant_id()
                AND (v_after.at IS NULL OR (i.created_at, i.id) > (v_after.at, v_after.id))
@@ -239,43 +246,19 @@ CREATE FUNCTION api.resend_invitation(id uuid) RETURNS jsonb
     LANGUAGE plpgsql VOLATILE SECURITY INVOKER
     SET search_path = pg_catalog, pg_temp
     AS $$
-DECLARE
-    inv core.invitations;
-    v_token record;
 BEGIN
-    PERFORM crm_private.require_permission('users.invite');
-    SELECT * INTO inv FROM core.invitations i
-     WHERE i.tenant_id = crm_private.tenant_id() AND i.id = resend_invitation.id AND i.status = 'pending'
-       FOR UPDATE;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'no pending invitation with this id' USING ERRCODE = 'no_data_found';
-    END IF;
-    v_token := crm_private.invitation_token(inv.email, inv.role);
-    UPDATE core.invitations i
-       SET token_hash = v_token.token_hash, expires_at = v_token.expires_at, sent_at = now()
-     WHERE i.tenant_id = inv.tenant_id AND i.id = inv.id
-    RETURNING * INTO inv;
-    RETURN crm_private.invitation_json(inv);
+    RETURN crm_private.invitation_change(resend_invitation.id, false);
 END
 $$;
 COMMENT ON FUNCTION api.resend_invitation(uuid) IS
-'Send a pending (or expired) invitation again with a new link valid 7 days; the old link stops working. Whoever may send it (admins any, managers rep invitations); P0002 if there is no such pending invitation.';
+'Send a pending (or expired) invitation again with a new link and code valid 7 days; the old ones stop working. Whoever may send it (admins any, managers rep invitations); P0002 if there is no such pending invitation.';
 
 CREATE FUNCTION api.revoke_invitation(id uuid) RETURNS jsonb
     LANGUAGE plpgsql VOLATILE SECURITY INVOKER
     SET search_path = pg_catalog, pg_temp
     AS $$
-DECLARE
-    inv core.invitations;
 BEGIN
-    PERFORM crm_private.require_permission('users.invite');
-    UPDATE core.invitations i SET status = 'revoked', token_hash = NULL
-     WHERE i.tenant_id = crm_private.tenant_id() AND i.id = revoke_invitation.id AND i.status = 'pending'
-    RETURNING * INTO inv;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'no pending invitation with this id' USING ERRCODE = 'no_data_found';
-    END IF;
-    RETURN crm_private.invitation_json(inv);
+    RETURN crm_private.invitation_change(revoke_invitation.id, true);
 END
 $$;
 COMMENT ON FUNCTION api.revoke_invitation(uuid) IS

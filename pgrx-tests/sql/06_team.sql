@@ -47,6 +47,14 @@ SELECT tests.try($$SELECT count(*) FROM core.email_outbox$$) AS outbox_unreadabl
 RESET ROLE;
 SELECT kind, recipient, body ~ 'Code: [0-9]{6}' AS has_code, body ~ 'type=invite' AS has_link FROM core.email_outbox ORDER BY id;
 SELECT tests.login('mo@acme.test', 'acme');
+-- Invitations are never written directly, and their token digests are never read: a written
+-- user id or token would open someone else's account.
+SELECT tests.try(format($$INSERT INTO core.invitations (tenant_id, email, role, user_id, token_hash, expires_at)
+                         VALUES (crm_private.tenant_id(), 'x@acme.test', 'rep', %L, 'abc', now() + interval '1 day')$$,
+                        tests.user_id('ann@acme.test'))) AS manager_forges_invitation;
+SELECT tests.try($$UPDATE core.invitations SET status = 'pending'$$) AS manager_reopens_invitation;
+SELECT tests.try($$SELECT token_hash FROM core.invitations$$) AS manager_reads_token_digest;
+SELECT tests.try($$SELECT code_hash FROM core.invitations$$) AS manager_reads_code_digest;
 SELECT tests.try($$SELECT api.invite_user('boss@acme.test', 'admin')$$) AS manager_invites_admin;
 SELECT tests.try($$SELECT api.invite_user('peer@acme.test', 'manager')$$) AS manager_invites_manager;
 SELECT api.invite_user('new.rep@acme.test') ->> 'role' AS manager_invites_rep;
@@ -55,8 +63,8 @@ RESET ROLE;
 SELECT tests.login('rita@acme.test', 'acme');
 SELECT tests.try($$SELECT api.invite_user('friend@acme.test', 'rep')$$) AS rep_invites;
 SELECT tests.try($$SELECT api.list_invitations()$$) AS rep_lists_invitations;
-SELECT tests.try($$SELECT crm_private.invitation_account('friend@acme.test', 'rep')$$) AS rep_calls_the_helper;
-SELECT tests.try($$SELECT crm_private.invitation_token('friend@acme.test', 'rep')$$) AS rep_sends_mail;
+SELECT tests.try($$SELECT crm_private.invitation_create('friend@acme.test', 'rep')$$) AS rep_calls_the_helper;
+SELECT tests.try($$SELECT crm_private.invitation_issue(crm_private.tenant_id(), 'friend@acme.test', 'rep', NULL, NULL)$$) AS rep_calls_the_internal;
 RESET ROLE;
 -- Another tenant's admin sees none of Acme's invitations and cannot touch them.
 SELECT tests.login('gil@globex.test', 'globex');

@@ -1411,3 +1411,57 @@ async fn failed_deliveries_are_retried_with_backoff() {
         "retried later, with backoff: {wait}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_time_codes_cannot_be_guessed() {
+    let (cluster, _admin, edge) = start(4).await;
+    sign_up(&edge, "guess@example.test", PASSWORD, "Guess").await;
+    auth_post(
+        &edge,
+        "/recover",
+        &json!({"email": "guess@example.test"}),
+        None,
+    )
+    .await;
+    let (link, code) = await_mail(&cluster, "guess@example.test", "recovery").await;
+    // The link token is random, not derived from the email and the code.
+    assert_eq!(link.len(), 56);
+    assert!(!link.contains(&code));
+    let wrong = if code == "000000" { "111111" } else { "000000" };
+    for _ in 0..5 {
+        let (status, body) = auth_post(
+            &edge,
+            "/verify",
+            &json!({"type": "recovery", "email": "guess@example.test", "token": wrong}),
+            None,
+        )
+        .await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (403, Some("otp_expired")),
+            "{body}"
+        );
+    }
+    // Five wrong codes: even the right one is refused now, for this email.
+    let (status, body) = auth_post(
+        &edge,
+        "/verify",
+        &json!({"type": "recovery", "email": "guess@example.test", "token": code}),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (429, Some("over_request_rate_limit")),
+        "{body}"
+    );
+    // The emailed link still works.
+    let (status, session) = auth_post(
+        &edge,
+        "/verify",
+        &json!({"type": "recovery", "token_hash": link}),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{session}");
+}
