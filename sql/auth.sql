@@ -84,8 +84,11 @@ CREATE FUNCTION crm_private.auth_code_digest(owner text, code text) RETURNS text
     LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
     AS $$ SELECT crm_private.auth_digest(owner || ':' || code) $$;
 
--- Counts an attempt in a fixed window shared by every edge. Returns the seconds to wait when
--- the bucket is over its limit (0: go ahead). count_hit false only looks. A limit <= 0 is off.
+-- Counts an attempt in a window shared by every edge. Returns the seconds to wait when the
+-- bucket is over its limit (0: go ahead). count_hit false only looks. A limit <= 0 is off.
+-- The count slides: this window's hits plus the previous window's, weighted by how much of
+-- it still overlaps the last window_seconds, so attempts cannot double up around a window
+-- boundary.
 CREATE FUNCTION crm_private.auth_throttle(bucket text, max_hits integer, window_seconds integer, count_hit boolean)
     RETURNS integer
     LANGUAGE plpgsql VOLATILE SECURITY DEFINER
@@ -94,12 +97,16 @@ CREATE FUNCTION crm_private.auth_throttle(bucket text, max_hits integer, window_
 DECLARE
     v_window timestamptz;
     v_hits integer;
+    v_previous integer;
+    v_elapsed double precision;
+    v_effective double precision;
 BEGIN
     IF max_hits IS NULL OR max_hits <= 0 OR bucket IS NULL THEN
         RETURN 0;
     END IF;
     window_seconds := greatest(coalesce(window_seconds, 60), 1);
     v_window := to_timestamp(floor(extract(epoch FROM now()) / window_seconds) * window_seconds);
+    v_elapsed := extract(epoch FROM now() - v_window) / window_seconds;
     IF count_hit THEN
         INSERT INTO crm_private.auth_throttle AS t (bucket, window_start, hits)
         VALUES (auth_throttle.bucket, v_window, 1)
@@ -113,8 +120,16 @@ BEGIN
         SELECT t.hits INTO v_hits FROM crm_private.auth_throttle t
          WHERE t.bucket = auth_throttle.bucket AND t.window_start = v_window;
     END IF;
-    IF coalesce(v_hits, 0) >= max_hits THEN
-        RETURN greatest(1, ceil(extract(epoch FROM v_window + make_interval(secs => window_seconds) - now())))::integer;
+    SELECT t.hits INTO v_previous FROM crm_private.auth_throttle t
+     WHERE t.bucket = auth_throttle.bucket AND t.window_start = v_window - make_interval(secs => window_seconds);
+    v_effective := coalesce(v_hits, 0) + coalesce(v_previous, 0) * (1 - v_elapsed);
+    IF v_effective >= max_hits THEN
+        IF coalesce(v_hits, 0) >= max_hits OR coalesce(v_previous, 0) = 0 THEN
+            RETURN greatest(1, ceil(extract(epoch FROM v_window + make_interval(secs => window_seconds) - now())))::integer;
+        END IF;
+        -- Over only through the previous window's share: wait until enough of it has slid out.
+        RETURN greatest(1, ceil(window_seconds * (1 - v_elapsed
+                                 - (max_hits - coalesce(v_hits, 0) - 1)::double precision / v_previous)))::integer;
     END IF;
     RETURN 0;
 END
