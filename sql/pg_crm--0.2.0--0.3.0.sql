@@ -608,6 +608,26 @@ AS 'MODULE_PATHNAME', 'url_encode_wrapper';
 -- Small helpers
 --------------------------------------------------------------------------------------------
 
+-- How long a session lives without being used or refreshed (30 days unless set), and
+-- whether a session is live: the one definition the gate (crm_private.begin_request, in its
+-- kept plan), GET/PUT /user and the refresh grant share. Both are inlinable SQL.
+CREATE FUNCTION crm_private.session_inactivity_seconds() RETURNS double precision
+    LANGUAGE sql STABLE PARALLEL SAFE
+    AS $$
+    SELECT coalesce((SELECT (c.value #>> '{}')::double precision FROM crm_private.auth_settings c
+                      WHERE c.key = 'session_inactivity_timeout'), 2592000)
+$$;
+COMMENT ON FUNCTION crm_private.session_inactivity_seconds() IS 'Seconds a session may go unused before it ends (setting session_inactivity_timeout, default 30 days).';
+
+CREATE FUNCTION crm_private.session_is_live(s auth.sessions) RETURNS boolean
+    LANGUAGE sql STABLE PARALLEL SAFE
+    AS $$
+    SELECT (s.not_after IS NULL OR s.not_after > pg_catalog.now())
+       AND coalesce(s.updated_at, s.created_at)
+           > pg_catalog.now() - pg_catalog.make_interval(secs => crm_private.session_inactivity_seconds())
+$$;
+COMMENT ON FUNCTION crm_private.session_is_live(auth.sessions) IS 'Whether a session is live: not past not_after, and used or refreshed within the inactivity timeout.';
+
 -- Every setting with its default, overlaid with crm_private.auth_settings.
 CREATE FUNCTION crm_private.auth_config() RETURNS jsonb
     LANGUAGE plpgsql STABLE SECURITY DEFINER
@@ -620,7 +640,7 @@ BEGIN
         'autoconfirm', false,
         'disable_signup', false,
         'password_min_length', 8,
-        'session_inactivity_timeout', 2592000,
+        'session_inactivity_timeout', crm_private.session_inactivity_seconds(),
         'session_timebox', 0,
         'refresh_token_reuse_interval', 10,
         'otp_expiry', 86400,
@@ -1014,10 +1034,7 @@ BEGIN
     END;
     IF v_user IS NULL OR v_session IS NULL OR NOT EXISTS (
         SELECT 1 FROM auth.sessions s
-         WHERE s.id = v_session AND s.user_id = v_user
-           AND (s.not_after IS NULL OR s.not_after > now())
-           AND coalesce(s.updated_at, s.created_at)
-               > now() - make_interval(secs => (cfg ->> 'session_inactivity_timeout')::double precision)) THEN
+         WHERE s.id = v_session AND s.user_id = v_user AND crm_private.session_is_live(s)) THEN
         refusal := crm_private.auth_error(403, 'session_not_found', 'Session from session_id claim in JWT does not exist');
         RETURN;
     END IF;
@@ -1288,8 +1305,7 @@ BEGIN
         RETURN crm_private.auth_error(400, 'refresh_token_not_found', 'Invalid Refresh Token: Refresh Token Not Found');
     END IF;
     SELECT * INTO rt FROM auth.refresh_tokens t WHERE t.id = rt.id;
-    IF (s.not_after IS NOT NULL AND s.not_after <= now())
-       OR coalesce(s.updated_at, s.created_at) <= now() - make_interval(secs => (cfg ->> 'session_inactivity_timeout')::double precision) THEN
+    IF NOT crm_private.session_is_live(s) THEN
         DELETE FROM auth.sessions x WHERE x.id = s.id;
         RETURN crm_private.auth_error(400, 'session_expired', 'Invalid Refresh Token: Session Expired');
     END IF;

@@ -231,6 +231,9 @@ fn endpoint(
                 ))),
             }
         }
+        "settings" if is(&Method::GET) || is(&Method::HEAD) => {
+            ("auth_settings_public", Needs::Nothing)
+        }
         "logout" if is(&Method::POST) => ("auth_logout", Needs::User),
         "user" if is(&Method::GET) || is(&Method::HEAD) => ("auth_user_get", Needs::User),
         "user" if is(&Method::PUT) => ("auth_user_update", Needs::User),
@@ -280,29 +283,10 @@ fn bearer(headers: &HeaderMap) -> Result<&str, Rejected> {
 }
 
 /// Query parameters as a JSON object of strings (the last of repeated keys wins).
-fn query_object(query: Option<&str>) -> Result<Map<String, Value>, Rejected> {
-    let mut out = Map::new();
-    if let Some(q) = query {
-        let pairs: Vec<(String, String)> = serde_urlencoded_pairs(q).map_err(|_| {
-            Box::new(gotrue_error(
-                StatusCode::BAD_REQUEST,
-                "validation_failed",
-                "Malformed query string",
-            ))
-        })?;
-        for (k, v) in pairs {
-            out.insert(k, Value::String(v));
-        }
-    }
-    Ok(out)
-}
-
-fn serde_urlencoded_pairs(q: &str) -> Result<Vec<(String, String)>, ()> {
-    axum::extract::Query::<Vec<(String, String)>>::try_from_uri(
-        &format!("/?{q}").parse().map_err(|_| ())?,
-    )
-    .map(|axum::extract::Query(v)| v)
-    .map_err(|_| ())
+fn query_object(query: Option<&str>) -> Map<String, Value> {
+    url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+        .map(|(k, v)| (k.into_owned(), Value::String(v.into_owned())))
+        .collect()
 }
 
 /// Every `/auth/v1/...` request.
@@ -366,13 +350,7 @@ async fn serve(
             "The auth service is off: this edge verifies tokens from another issuer",
         );
     }
-    let query = match query_object(request.uri().query()) {
-        Ok(q) => q,
-        Err(r) => return *r,
-    };
-    if path == "settings" && matches!(method, Method::GET | Method::HEAD) {
-        return reply(state, "settings", &method, settings_request(), &query).await;
-    }
+    let query = query_object(request.uri().query());
     let (function, needs) = match endpoint(&method, path, &query) {
         Ok(e) => e,
         Err(r) => return *r,
@@ -475,10 +453,6 @@ async fn serve(
     reply(state, function, &method, Value::Object(req), &query).await
 }
 
-fn settings_request() -> Value {
-    json!({})
-}
-
 /// Calls the database and turns its reply into HTTP.
 async fn reply(
     state: &AppState,
@@ -487,11 +461,6 @@ async fn reply(
     req: Value,
     query: &Map<String, Value>,
 ) -> Response {
-    let function = if function == "settings" {
-        "auth_settings_public"
-    } else {
-        function
-    };
     let outcome = match state.db.run_auth(function, &req).await {
         Ok(v) => v,
         Err(e) => return edge_error(e),
@@ -503,10 +472,6 @@ async fn reply(
             .and_then(Value::as_u64)
             .and_then(|s| StatusCode::from_u16(s as u16).ok())
             .unwrap_or(StatusCode::BAD_REQUEST);
-        let code = error
-            .get("code")
-            .and_then(Value::as_str)
-            .unwrap_or("validation_failed");
         let message = error.get("message").and_then(Value::as_str).unwrap_or("");
         if redirecting {
             return verify_error_redirect(state, query, status, message).await;
@@ -522,7 +487,6 @@ async fn reply(
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(wait));
         }
-        let _ = code;
         return response;
     }
     if let Some(session) = outcome.get("session") {
