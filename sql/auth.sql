@@ -19,8 +19,9 @@
 --------------------------------------------------------------------------------------------
 
 -- How long a session lives without being used or refreshed (30 days unless set), and
--- whether a session is live: the one definition the gate (crm_private.begin_request, in its
--- kept plan), GET/PUT /user and the refresh grant share. Both are inlinable SQL.
+-- whether a session is live, as GET/PUT /user and the refresh grant check it. The gate
+-- (crm_private.begin_request) writes the same rule out in its kept plan, for speed: keep
+-- them in step.
 CREATE FUNCTION crm_private.session_inactivity_seconds() RETURNS double precision
     LANGUAGE sql STABLE PARALLEL SAFE
     AS $$
@@ -29,14 +30,15 @@ CREATE FUNCTION crm_private.session_inactivity_seconds() RETURNS double precisio
 $$;
 COMMENT ON FUNCTION crm_private.session_inactivity_seconds() IS 'Seconds a session may go unused before it ends (setting session_inactivity_timeout, default 30 days).';
 
-CREATE FUNCTION crm_private.session_is_live(s auth.sessions) RETURNS boolean
+-- Scalar arguments (a session's not_after, and when it was last used or refreshed) so the
+-- planner inlines it; a whole-row argument would make it a per-row SQL function call.
+CREATE FUNCTION crm_private.session_is_live(not_after timestamptz, last_used timestamptz) RETURNS boolean
     LANGUAGE sql STABLE PARALLEL SAFE
     AS $$
-    SELECT (s.not_after IS NULL OR s.not_after > pg_catalog.now())
-       AND coalesce(s.updated_at, s.created_at)
-           > pg_catalog.now() - pg_catalog.make_interval(secs => crm_private.session_inactivity_seconds())
+    SELECT (not_after IS NULL OR not_after > pg_catalog.now())
+       AND last_used > pg_catalog.now() - pg_catalog.make_interval(secs => crm_private.session_inactivity_seconds())
 $$;
-COMMENT ON FUNCTION crm_private.session_is_live(auth.sessions) IS 'Whether a session is live: not past not_after, and used or refreshed within the inactivity timeout.';
+COMMENT ON FUNCTION crm_private.session_is_live(timestamptz, timestamptz) IS 'Whether a session is live: not past not_after, and used or refreshed (last_used: coalesce(updated_at, created_at)) within the inactivity timeout.';
 
 -- Every setting with its default, overlaid with crm_private.auth_settings.
 CREATE FUNCTION crm_private.auth_config() RETURNS jsonb
@@ -444,7 +446,8 @@ BEGIN
     END;
     IF v_user IS NULL OR v_session IS NULL OR NOT EXISTS (
         SELECT 1 FROM auth.sessions s
-         WHERE s.id = v_session AND s.user_id = v_user AND crm_private.session_is_live(s)) THEN
+         WHERE s.id = v_session AND s.user_id = v_user
+           AND crm_private.session_is_live(s.not_after, coalesce(s.updated_at, s.created_at))) THEN
         refusal := crm_private.auth_error(403, 'session_not_found', 'Session from session_id claim in JWT does not exist');
         RETURN;
     END IF;
@@ -715,7 +718,7 @@ BEGIN
         RETURN crm_private.auth_error(400, 'refresh_token_not_found', 'Invalid Refresh Token: Refresh Token Not Found');
     END IF;
     SELECT * INTO rt FROM auth.refresh_tokens t WHERE t.id = rt.id;
-    IF NOT crm_private.session_is_live(s) THEN
+    IF NOT crm_private.session_is_live(s.not_after, coalesce(s.updated_at, s.created_at)) THEN
         DELETE FROM auth.sessions x WHERE x.id = s.id;
         RETURN crm_private.auth_error(400, 'session_expired', 'Invalid Refresh Token: Session Expired');
     END IF;
