@@ -93,7 +93,7 @@ fi
 
 sql postgres postgres -c 'CREATE DATABASE aura' >/dev/null
 sql postgres aura >/dev/null <<'SQL'
-CREATE EXTENSION pg_crm;
+CREATE EXTENSION pg_crm CASCADE;
 ALTER ROLE authenticator LOGIN;
 INSERT INTO crm_private.auth_settings (key, value)
 VALUES ('autoconfirm', 'true'), ('login_failures_per_email', '0'), ('login_failures_per_ip', '0')

@@ -48,8 +48,10 @@ schema_of() {
         | sed -E -e "s/relfrozenxid = '[0-9]+', relminmxid = '[0-9]+'/relfrozenxid = X, relminmxid = X/" \
                  -e "s/^WHERE oid = '[0-9]+';/WHERE oid = X;/" \
                  -e "s/(binary_upgrade_create_empty_extension\(.*)'\{[0-9,]*\}'/\1'{...}'/" \
+                 -e "s/ARRAY\['pg_trgm','btree_gin'\]/ARRAY['btree_gin','pg_trgm']/" \
         | grep -v -e 'binary_upgrade_set_next_' -e 'binary_upgrade_set_pg_class_oids' \
                   -e '^-- Dumped ' -e '^\\restrict ' -e '^\\unrestrict '
+    # (The required extensions come in pg_depend's order, which says nothing.)
     # The registered tables with their dump filters (their order is only the order of
     # registration, which differs between a fresh install and an upgrade).
     psql -d "$1" -At -c "SELECT 'extconfig: ' || string_agg(c.t::regclass::text || coalesce(' ' || nullif(c.f, ''), ''), ', ' ORDER BY c.t::regclass::text)
@@ -64,7 +66,32 @@ rows_of() {
         -c "SELECT r::text FROM core.roles r ORDER BY key" \
         -c "SELECT p::text FROM core.role_permissions p ORDER BY role, permission" \
         -c "SELECT o.id, o.kind, o.recipient FROM core.email_outbox o ORDER BY id" \
-        -c "SELECT s::text FROM crm_private.auth_settings s ORDER BY key"
+        -c "SELECT s::text FROM crm_private.auth_settings s ORDER BY key" \
+        -c "SELECT f::text FROM core.custom_fields f ORDER BY tenant_id, id" \
+        -c "SELECT s::text FROM crm.pipeline_stages s ORDER BY tenant_id, key" \
+        -c "SELECT o::text FROM crm.organizations o ORDER BY tenant_id, id" \
+        -c "SELECT c::text FROM crm.contacts c ORDER BY tenant_id, id" \
+        -c "SELECT d::text FROM crm.deals d ORDER BY tenant_id, id" \
+        -c "SELECT h::text FROM crm.deal_stage_changes h ORDER BY tenant_id, id" \
+        -c "SELECT a::text FROM crm.assignment_changes a ORDER BY tenant_id, id" \
+        -c "SELECT a::text FROM crm.activities a ORDER BY tenant_id, id"
+}
+# What a member of Globex sees through the API: the deals list and a contact search.
+api_view() {
+    psql -d "$1" -At <<'SQL'
+BEGIN;
+CREATE TEMP TABLE request ON COMMIT DROP AS
+SELECT jsonb_build_object('sub', s.user_id, 'role', 'authenticated', 'session_id', s.id) AS claims, m.tenant_id
+  FROM auth.sessions s JOIN core.memberships m ON m.user_id = s.user_id
+ WHERE s.user_id = (SELECT id FROM auth.users WHERE email = 'gil@globex.test') LIMIT 1;
+GRANT SELECT ON request TO authenticated;
+SET LOCAL ROLE authenticated;
+SELECT 'gate passed' FROM request, crm_private.begin_request(request.claims, request.tenant_id);
+SELECT d ->> 'name', d ->> 'stage', d ->> 'lost_reason' FROM jsonb_array_elements(api.list_deals() -> 'data') d;
+SELECT c ->> 'email' FROM jsonb_array_elements(api.search_contacts('petr') -> 'data') c;
+SELECT count(*) FROM jsonb_array_elements(api.deal_stage_history((api.list_deals() #>> '{data,0,id}')::uuid) -> 'data');
+COMMIT;
+SQL
 }
 
 # The install guard.
@@ -73,15 +100,15 @@ psql -d guard >/dev/null <<'SQL'
 CREATE ROLE aura_squatter NOLOGIN;
 CREATE SCHEMA crm_private AUTHORIZATION aura_squatter;
 SQL
-guard_refusal() { "$bin/psql" -X -q -h 127.0.0.1 -p "$port" -U postgres -d guard -c "CREATE EXTENSION pg_crm" 2>&1 | grep -o 'cannot be trusted: .*' || true; }
+guard_refusal() { "$bin/psql" -X -q -h 127.0.0.1 -p "$port" -U postgres -d guard -c "CREATE EXTENSION pg_crm CASCADE" 2>&1 | grep -o 'cannot be trusted: .*' || true; }
 squatted=$(guard_refusal)
 psql -d guard -c "ALTER SCHEMA crm_private OWNER TO postgres" -c "GRANT CREATE ON SCHEMA crm_private TO aura_squatter"
 writable=$(guard_refusal)
 psql -d guard -c "REVOKE CREATE ON SCHEMA crm_private FROM aura_squatter" \
     -c "CREATE FUNCTION crm_private.planted() RETURNS int LANGUAGE sql AS 'SELECT 1'"
 occupied=$(guard_refusal)
-psql -d guard -c "DROP FUNCTION crm_private.planted()" -c "CREATE EXTENSION pg_crm" \
-    -c "DROP EXTENSION pg_crm" -c "CREATE EXTENSION pg_crm" -c "DROP ROLE aura_squatter"
+psql -d guard -c "DROP FUNCTION crm_private.planted()" -c "CREATE EXTENSION pg_crm CASCADE" \
+    -c "DROP EXTENSION pg_crm" -c "CREATE EXTENSION pg_crm CASCADE" -c "DROP ROLE aura_squatter"
 if [[ "$squatted" != *"owned by aura_squatter"* || "$writable" != *"other than its owner"* || "$occupied" != *"holds objects"* ]]; then
     echo "lifecycle.sh: the install guard let an untrusted crm_private through:" >&2
     printf '  owned by another role: %s\n  writable by another role: %s\n  not empty: %s\n' \
@@ -93,7 +120,7 @@ echo "lifecycle.sh: CREATE EXTENSION refuses a crm_private it cannot trust, and 
 # Every database also has a schema `extensions` (Supabase's home for extensions), so that a
 # version installed there compares with a fresh install.
 psql -d postgres -c "CREATE DATABASE fresh"
-psql -d fresh -c "CREATE SCHEMA extensions" -c "CREATE EXTENSION pg_crm"
+psql -d fresh -c "CREATE SCHEMA extensions" -c "CREATE EXTENSION pg_crm CASCADE"
 schema_of fresh >"$work/fresh.sql"
 
 status=0
@@ -128,7 +155,9 @@ SQL
         if [ "$old" = 0.1.0 ]; then
             psql -d "$db" -c "UPDATE core.tenants SET logo_url = 'https://x.test/\"><script>' WHERE slug = 'acme'" >/dev/null
         fi
-        psql -d "$db" -c "ALTER EXTENSION pg_crm UPDATE"
+        # From 0.4.0 pg_crm requires pg_trgm and btree_gin, which an update does not create.
+        psql -d "$db" -c "CREATE EXTENSION IF NOT EXISTS pg_trgm" -c "CREATE EXTENSION IF NOT EXISTS btree_gin" \
+            -c "ALTER EXTENSION pg_crm UPDATE"
         got=$(psql -d "$db" -At -c "SELECT extversion FROM pg_extension WHERE extname = 'pg_crm'")
         if [ "$got" != "$current" ]; then
             echo "lifecycle.sh: $old in $schema was updated to $got, not $current (is an upgrade script missing from sql/?)" >&2
@@ -161,6 +190,21 @@ INSERT INTO core.roles (key, label) VALUES ('viewer', 'Viewer');
 INSERT INTO core.role_permissions (role, permission) VALUES ('viewer', 'workspace.read');
 INSERT INTO crm_private.auth_settings (key, value) VALUES ('password_min_length', '10');
 SELECT crm_private.auth_queue_email(NULL, 'recovery', 'gil@globex.test', ARRAY['123456', 'abc'], NULL);
+-- CRM rows (written as an operator, without a request: the stamps are the columns' defaults).
+INSERT INTO core.custom_fields (tenant_id, entity, key, label, type)
+SELECT id, 'contact', 'linkedin', 'LinkedIn', 'url' FROM core.tenants WHERE slug = 'globex';
+INSERT INTO crm.organizations (tenant_id, name, website)
+SELECT id, 'Initech', 'https://www.initech.test/' FROM core.tenants WHERE slug = 'globex';
+INSERT INTO crm.organizations (tenant_id, name, parent_id)
+SELECT o.tenant_id, 'Initech Labs', o.id FROM crm.organizations o WHERE o.name = 'Initech';
+INSERT INTO crm.contacts (tenant_id, first_name, last_name, email, organization_id, assigned_to, custom_fields)
+SELECT o.tenant_id, 'Peter', 'Gibbons', 'peter@initech.test', o.id, u.id, '{"linkedin": "https://linkedin.test/p"}'
+  FROM crm.organizations o, auth.users u WHERE o.name = 'Initech' AND u.email = 'gil@globex.test';
+INSERT INTO crm.deals (tenant_id, name, amount, currency, stage, contact_id, assigned_to)
+SELECT c.tenant_id, 'TPS reports', 1000, 'EUR', 'qualified', c.id, c.assigned_to FROM crm.contacts c;
+UPDATE crm.deals SET stage = 'lost', probability = NULL, lost_reason = 'budget';
+INSERT INTO crm.activities (tenant_id, type, description, actor_id, contact_id, deal_id)
+SELECT d.tenant_id, 'call', 'Called about the reports', d.assigned_to, d.contact_id, d.id FROM crm.deals d;
 SQL
     "$bin/pg_dump" -h 127.0.0.1 -p "$port" -U postgres "$upgraded" >"$work/dump.sql"
     psql -d postgres -c "CREATE DATABASE restored"
@@ -172,8 +216,16 @@ SQL
         echo "lifecycle.sh: the restored database does not hold the rows that were dumped:" >&2
         cat "$work/rows.diff" >&2
         status=1
+    elif [ "$(api_view restored)" != "$(printf 'gate passed\nTPS reports|lost|budget\npeter@initech.test\n1')" ]; then
+        echo "lifecycle.sh: the API on the restored database answers:" >&2
+        api_view restored >&2
+        status=1
+    elif ! diff -u <(schema_of "$upgraded" | grep -v binary_upgrade) <(schema_of restored | grep -v binary_upgrade) >"$work/restored.diff"; then
+        echo "lifecycle.sh: the restored database's schema, policies or grants differ:" >&2
+        cat "$work/restored.diff" >&2
+        status=1
     else
-        echo "lifecycle.sh: a plain pg_dump restores every row, stamps included ($(rows_of restored | wc -l) rows)"
+        echo "lifecycle.sh: a plain pg_dump restores every row ($(rows_of restored | wc -l), stamps included), policy and grant; the API answers on it"
     fi
 fi
 exit "$status"

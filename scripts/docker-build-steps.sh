@@ -51,8 +51,8 @@ check() {
         esac
     done
     local got api_functions
-    # Every api function the install scripts create.
-    api_functions=$(cat "$ROOT"/sql/api.sql "$ROOT"/sql/team.sql | grep -c '^CREATE FUNCTION api\.')
+    # Every api function the install scripts create (all of sql/ except the upgrade scripts).
+    api_functions=$(find "$ROOT/sql" -name '*.sql' ! -name 'pg_crm--*' -exec cat {} + | grep -c '^CREATE FUNCTION api\.')
     got=$("${psql[@]}" -At -c "SELECT extversion FROM pg_extension WHERE extname = 'pg_crm'" \
           -c "SELECT count(*) FROM pg_proc WHERE pronamespace = 'api'::regnamespace" \
           -c "SELECT rolpassword IS NOT NULL FROM pg_authid WHERE rolname = 'authenticator'" \

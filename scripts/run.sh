@@ -111,7 +111,9 @@ trap stop_all INT TERM EXIT
 say "installing pg_crm into the database"
 psql_admin=(psql -X -q -v ON_ERROR_STOP=1 "$admin_url")
 "${psql_admin[@]}" -f sql/supabase_compat.sql
-"${psql_admin[@]}" -c "CREATE EXTENSION IF NOT EXISTS pg_crm" -c "ALTER EXTENSION pg_crm UPDATE"
+# pg_crm needs pg_trgm and btree_gin (search); an upgrade from before 0.4.0 finds them missing.
+"${psql_admin[@]}" -c "CREATE EXTENSION IF NOT EXISTS pg_trgm" -c "CREATE EXTENSION IF NOT EXISTS btree_gin" \
+    -c "CREATE EXTENSION IF NOT EXISTS pg_crm" -c "ALTER EXTENSION pg_crm UPDATE"
 "${psql_admin[@]}" -v pw="$AUTHENTICATOR_PASSWORD" <<<"ALTER ROLE authenticator LOGIN PASSWORD :'pw'"
 # Auth settings for this development system: sign-ups need no email confirmation (unless an
 # operator set autoconfirm otherwise), and links in emails point at this edge.

@@ -613,6 +613,7 @@ BEGIN
     INSERT INTO core.tenants (name, slug, created_by, updated_by)
     VALUES (v_name, crm_private.slugify(v_name) || '-' || substr(md5(gen_random_uuid()::text), 1, 8), v_id, v_id)
     RETURNING id INTO v_tenant;
+    PERFORM crm_private.seed_pipeline(v_tenant);
     INSERT INTO core.memberships (tenant_id, user_id, role, display_name, created_by, updated_by)
     VALUES (v_tenant, v_id, 'admin', v_full_name, v_id, v_id);
 

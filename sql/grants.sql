@@ -2,18 +2,18 @@
 -- everything first, then each role gets exactly what it needs, by name. The regression
 -- suite (pgrx-tests/sql/grants.sql) proves the result from a low-privilege role.
 
-REVOKE ALL ON SCHEMA core, crm_private, api FROM PUBLIC;
-REVOKE ALL ON ALL TABLES IN SCHEMA core FROM PUBLIC;
+REVOKE ALL ON SCHEMA core, crm, crm_private, api FROM PUBLIC;
+REVOKE ALL ON ALL TABLES IN SCHEMA core, crm FROM PUBLIC;
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA core, crm_private, api FROM PUBLIC;
 -- ...and functions later upgrade scripts add start without PUBLIC's EXECUTE too.
-ALTER DEFAULT PRIVILEGES IN SCHEMA core, crm_private, api REVOKE EXECUTE ON FUNCTIONS FROM PUBLIC;
+ALTER DEFAULT PRIVILEGES IN SCHEMA core, crm, crm_private, api REVOKE EXECUTE ON FUNCTIONS FROM PUBLIC;
 
 -- crm_owner owns the tables; foreign-key checks run as the referenced table's owner.
-GRANT USAGE ON SCHEMA core TO crm_owner;
+GRANT USAGE ON SCHEMA core, crm TO crm_owner;
 
 -- authenticated: the role every edge request runs as (SET LOCAL ROLE), after
 -- crm_private.begin_request has set its tenant context.
-GRANT USAGE ON SCHEMA api, core, crm_private TO authenticated;
+GRANT USAGE ON SCHEMA api, core, crm, crm_private TO authenticated;
 
 GRANT SELECT ON core.tenants TO authenticated;
 GRANT SELECT ON core.roles, core.permissions, core.role_permissions TO authenticated;
@@ -23,6 +23,26 @@ GRANT SELECT (tenant_id, id, email, role, user_id, invited_by, status, expires_a
               created_at, updated_at, created_by, updated_by) ON core.invitations TO authenticated;
 GRANT UPDATE (name, logo_url, industry, timezone) ON core.tenants TO authenticated;
 GRANT SELECT ON core.memberships TO authenticated;
+
+-- The CRM (crm_schema.sql): reads and writes as row-level security allows, on the columns a
+-- caller may set (stamps, owner columns, history and activities' content are the
+-- database's). No DELETE anywhere: records are soft-deleted; activities are never updated.
+GRANT SELECT, DELETE ON core.custom_fields TO authenticated;
+GRANT INSERT (tenant_id, entity, key, label, type, required, options) ON core.custom_fields TO authenticated;
+GRANT UPDATE (label, required, options) ON core.custom_fields TO authenticated;
+GRANT SELECT ON crm.pipeline_stages, crm.deal_stage_changes, crm.assignment_changes TO authenticated;
+GRANT SELECT ON crm.organizations, crm.contacts, crm.deals, crm.activities TO authenticated;
+GRANT INSERT (tenant_id, name, industry, size, location, website, parent_id, custom_fields) ON crm.organizations TO authenticated;
+GRANT UPDATE (name, industry, size, location, website, parent_id, custom_fields, deleted_at) ON crm.organizations TO authenticated;
+GRANT INSERT (tenant_id, first_name, last_name, email, phone, title, organization_id, assigned_to, custom_fields)
+    ON crm.contacts TO authenticated;
+GRANT UPDATE (first_name, last_name, email, phone, title, organization_id, assigned_to, custom_fields, merged_into, deleted_at)
+    ON crm.contacts TO authenticated;
+GRANT INSERT (tenant_id, name, amount, currency, stage, probability, expected_close_date, lost_reason, contact_id,
+              organization_id, assigned_to, notes, custom_fields) ON crm.deals TO authenticated;
+GRANT UPDATE (name, amount, currency, stage, probability, expected_close_date, closed_at, lost_reason, contact_id,
+              organization_id, assigned_to, notes, custom_fields, deleted_at) ON crm.deals TO authenticated;
+GRANT INSERT (tenant_id, type, description, occurred_at, actor_id, contact_id, deal_id) ON crm.activities TO authenticated;
 
 GRANT EXECUTE ON FUNCTION
     crm_private.begin_request(jsonb, uuid),
@@ -56,7 +76,75 @@ GRANT EXECUTE ON FUNCTION
     api.deactivate_member(uuid),
     api.reactivate_member(uuid),
     api.update_profile(text, text, text),
-    api.my_permissions()
+    api.my_permissions(),
+    -- the CRM
+    crm_private.sees_assigned(uuid),
+    crm_private.sees_either(uuid, uuid),
+    crm_private.currency_known(text),
+    crm_private.phone_digits(text),
+    crm_private.fields_check(text, text, jsonb),
+    crm_private.custom_field_definition(text, text, text, boolean, jsonb),
+    crm_private.contact_duplicate(text, text, text, text, uuid, text, text, text, text, uuid),
+    crm_private.organization_duplicate(text, text, text, text),
+    crm_private.make_cursor(text, text, text, uuid),
+    crm_private.read_cursor(text, text, text),
+    crm_private.time_key(timestamptz),
+    crm_private.bad_sort(text[]),
+    crm_private.not_found(text, text),
+    crm_private.require_assignee(uuid),
+    crm_private.organization_json(crm.organizations),
+    crm_private.contact_json(crm.contacts),
+    crm_private.deal_json(crm.deals),
+    crm_private.activity_json(crm.activities),
+    crm_private.custom_field_json(core.custom_fields),
+    crm_private.require_organization(uuid, text),
+    crm_private.require_contact(uuid, text),
+    crm_private.require_deal(uuid, text),
+    crm_private.require_stage(text),
+    crm_private.require_entity(text),
+    crm_private.contact_with_email(text, uuid),
+    crm_private.require_unique_email(text, uuid),
+    crm_private.contact_duplicates(text, text, text, text, uuid, uuid),
+    crm_private.organization_duplicates(text, text, uuid),
+    crm_private.set_organization_deleted(uuid, boolean),
+    crm_private.set_contact_deleted(uuid, boolean),
+    crm_private.set_deal_deleted(uuid, boolean),
+    crm_private.move_activities(uuid, uuid),
+    crm_private.archive_activity(uuid),
+    api.create_organization(text, text, text, text, text, uuid, jsonb),
+    api.get_organization(uuid),
+    api.list_organizations(uuid, uuid, text, boolean, integer, text),
+    api.update_organization(uuid, jsonb),
+    api.delete_organization(uuid),
+    api.restore_organization(uuid),
+    api.create_contact(text, text, text, text, text, uuid, uuid, jsonb),
+    api.get_contact(uuid),
+    api.list_contacts(uuid, uuid, text, boolean, integer, text),
+    api.search_contacts(text, integer, text),
+    api.update_contact(uuid, jsonb),
+    api.assign_contact(uuid, uuid),
+    api.delete_contact(uuid),
+    api.restore_contact(uuid),
+    api.find_duplicate_contacts(uuid, text, text, text, text, uuid),
+    api.merge_contacts(uuid, uuid),
+    api.create_deal(text, numeric, text, text, integer, date, uuid, uuid, uuid, text, jsonb),
+    api.get_deal(uuid),
+    api.list_deals(text, uuid, uuid, uuid, integer, integer, date, date, text, boolean, integer, text),
+    api.update_deal(uuid, jsonb),
+    api.move_deal(uuid, text, text, integer),
+    api.reopen_deal(uuid, text, integer),
+    api.assign_deal(uuid, uuid),
+    api.delete_deal(uuid),
+    api.restore_deal(uuid),
+    api.deal_stage_history(uuid, integer, text),
+    api.list_pipeline_stages(),
+    api.pipeline_summary(),
+    api.log_activity(text, text, timestamptz, uuid, uuid),
+    api.list_activities(uuid, uuid, boolean, integer, text),
+    api.archive_activity(uuid),
+    api.define_custom_field(text, text, text, text, boolean, jsonb),
+    api.list_custom_fields(text),
+    api.delete_custom_field(text, text)
 TO authenticated;
 
 -- crm_auth: the role the edge's /auth/v1 endpoints run as (SET LOCAL ROLE crm_auth). It

@@ -1,2 +1,2 @@
 -- Runs once, when the image initialises an empty data directory.
-CREATE EXTENSION IF NOT EXISTS pg_crm;
+CREATE EXTENSION IF NOT EXISTS pg_crm CASCADE;

@@ -5,6 +5,7 @@
 
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::{PgLogLevel, PgSqlErrorCode};
+use std::borrow::Cow;
 use std::fmt;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -16,7 +17,7 @@ pub enum CrmError {
     },
     /// An argument is invalid (22023 → HTTP 400); `field` names the argument.
     InvalidInput {
-        field: &'static str,
+        field: Cow<'static, str>,
         message: String,
     },
     /// The thing named does not exist (P0002 → HTTP 404).
@@ -33,9 +34,9 @@ impl CrmError {
         }
     }
 
-    pub fn invalid(field: &'static str, message: impl Into<String>) -> Self {
+    pub fn invalid(field: impl Into<Cow<'static, str>>, message: impl Into<String>) -> Self {
         CrmError::InvalidInput {
-            field,
+            field: field.into(),
             message: message.into(),
         }
     }

@@ -12,6 +12,7 @@ use pgrx::prelude::*;
 
 pub mod auth;
 pub mod context;
+pub mod crm;
 pub mod domain;
 pub mod error;
 pub mod operator;
@@ -67,6 +68,28 @@ extension_sql_file!(
     "../../sql/api.sql",
     name = "api",
     requires = ["schema", workspace::update_workspace]
+);
+extension_sql_file!(
+    "../../sql/crm_schema.sql",
+    name = "crm_schema",
+    requires = [
+        "team",
+        crm::currency_known,
+        crm::default_stages,
+        crm::stage_transition,
+        crm::custom_fields_check
+    ]
+);
+extension_sql_file!(
+    "../../sql/crm.sql",
+    name = "crm",
+    requires = [
+        "crm_schema",
+        crm::fields_check,
+        crm::custom_field_definition,
+        crm::contact_duplicate,
+        crm::organization_duplicate
+    ]
 );
 extension_sql_file!("../../sql/grants.sql", name = "grants", finalize);
 
@@ -267,10 +290,7 @@ mod tests {
         );
         assert!(matches!(
             crate::workspace::server_knows_zone("timezone", "Mars/Olympus_Mons"),
-            Err(CrmError::InvalidInput {
-                field: "timezone",
-                ..
-            })
+            Err(CrmError::InvalidInput { field, .. }) if field == "timezone"
         ));
     }
 

@@ -100,6 +100,16 @@ fn create_tenant(
         ),
         "the new tenant's id",
     );
+    // The standard pipeline (0.4.0's SQL; a database whose upgrade is not finished yet has
+    // an older script under this library, and no pipeline).
+    let has_pipeline = Spi::get_one::<bool>(
+        "SELECT to_regprocedure('crm_private.seed_pipeline(uuid)') IS NOT NULL",
+    )
+    .or_raise()
+    .unwrap_or(false);
+    if has_pipeline {
+        Spi::run_with_args("SELECT crm_private.seed_pipeline($1)", &[tenant_id.into()]).or_raise();
+    }
     let user_id = find_or_create_user(&email);
     insert_membership(tenant_id, user_id, TenantRole::Admin, admin_display_name);
     JsonB(serde_json::json!({

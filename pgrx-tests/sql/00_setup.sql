@@ -1,5 +1,5 @@
 -- Fixtures for the regression suite (committed; every other file runs in begin … rollback).
-CREATE EXTENSION pg_crm;
+CREATE EXTENSION pg_crm CASCADE;
 CREATE SCHEMA tests;
 
 -- Two tenants, each with an admin, a manager and a rep.

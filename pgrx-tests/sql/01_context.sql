@@ -106,6 +106,7 @@ SELECT crm_private.tenant_id() IS NULL AS no_context_after_commit,
 -- (the seed above was committed: remove it)
 BEGIN;
 DELETE FROM core.memberships;
+DELETE FROM crm.pipeline_stages;
 DELETE FROM core.tenants;
 DELETE FROM auth.users;
 COMMIT;

@@ -9,12 +9,12 @@ WHERE n.nspname IN ('core', 'crm_private', 'api') AND has_function_privilege('pu
 -- Table and column privileges, all of them.
 SELECT c.oid::regclass AS "table", a.grantee::regrole, a.privilege_type
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace, aclexplode(c.relacl) a
-WHERE n.nspname IN ('core', 'crm_private', 'api') AND a.grantee <> c.relowner
+WHERE n.nspname IN ('core', 'crm', 'crm_private', 'api') AND a.grantee <> c.relowner
 ORDER BY c.oid::regclass::text, a.grantee::regrole::text, 3;
 SELECT c.oid::regclass AS "table", att.attname AS "column", a.grantee::regrole, a.privilege_type
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 JOIN pg_attribute att ON att.attrelid = c.oid, aclexplode(att.attacl) a
-WHERE n.nspname IN ('core', 'crm_private', 'api')
+WHERE n.nspname IN ('core', 'crm', 'crm_private', 'api')
 ORDER BY c.oid::regclass::text, 2, a.grantee::regrole::text, 4;
 
 -- Functions each API role may execute.

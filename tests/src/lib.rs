@@ -189,7 +189,7 @@ impl Cluster {
             .await
             .expect("apply supabase_compat.sql");
         admin
-            .batch_execute("CREATE EXTENSION pg_crm")
+            .batch_execute("CREATE EXTENSION pg_crm CASCADE")
             .await
             .expect("create extension");
         cluster

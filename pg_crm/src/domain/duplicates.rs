@@ -4,7 +4,8 @@
 //! number, or when their names are near-identical and they belong to the same organization
 //! or share a company email domain. The database finds candidates by index (same email,
 //! same phone digits, trigram-similar names in the tenant) and asks [`score`] about each;
-//! the weights and thresholds below are the only place these rules live.
+//! the weights and thresholds below are the only place these rules live. Organizations
+//! are compared the same way on their website's domain and their names ([`score_company`]).
 
 /// What is compared.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -23,6 +24,8 @@ pub enum Reason {
     SamePhone,
     SimilarNameSameOrganization,
     SimilarNameSameEmailDomain,
+    SameWebsite,
+    SimilarCompanyName,
 }
 
 impl Reason {
@@ -32,6 +35,8 @@ impl Reason {
             Reason::SamePhone => "same_phone",
             Reason::SimilarNameSameOrganization => "similar_name_same_organization",
             Reason::SimilarNameSameEmailDomain => "similar_name_same_email_domain",
+            Reason::SameWebsite => "same_website",
+            Reason::SimilarCompanyName => "similar_name",
         }
     }
 }
@@ -73,9 +78,23 @@ pub struct Match {
     pub reason: Reason,
 }
 
-/// The digits of a phone number, or `None` when it has fewer than four.
+/// The digits of a phone number without a trailing extension ("x12", "ext. 12"), as the
+/// database's `phone_digits` column holds them, or `None` when fewer than four are left.
 pub fn phone_digits(phone: &str) -> Option<String> {
-    let digits: String = phone.chars().filter(char::is_ascii_digit).collect();
+    let lower = phone.trim().to_ascii_lowercase();
+    let without_extension = lower
+        .rfind('x')
+        .filter(|&at| {
+            // "x12", "ext 12", "ext. 12": after the x, an optional "t", dots and spaces, digits.
+            let tail = lower[at + 1..].trim_start_matches(['t', '.', ' ']);
+            !tail.is_empty() && tail.chars().all(|c| c.is_ascii_digit() || c == ' ')
+        })
+        .map(|at| lower[..at].trim_end_matches('e'))
+        .unwrap_or(&lower);
+    let digits: String = without_extension
+        .chars()
+        .filter(char::is_ascii_digit)
+        .collect();
     (digits.len() >= 4).then_some(digits)
 }
 
@@ -196,6 +215,88 @@ pub fn score(a: &Person<'_>, b: &Person<'_>) -> Option<Match> {
     found.filter(|m| m.score >= REPORT_THRESHOLD)
 }
 
+/// What two organizations are compared on.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Company<'a> {
+    pub name: &'a str,
+    /// The website's host without `www.`.
+    pub website_domain: Option<&'a str>,
+}
+
+pub const WEIGHT_SAME_WEBSITE: f64 = 0.95;
+pub const WEIGHT_SIMILAR_COMPANY_NAME: f64 = 0.8;
+/// Company names at least this similar (after dropping legal forms) count as the same.
+pub const COMPANY_NAME_SIMILARITY: f64 = 0.85;
+
+/// Legal forms that say nothing about which company it is.
+const LEGAL_FORMS: [&str; 16] = [
+    "inc",
+    "incorporated",
+    "llc",
+    "ltd",
+    "limited",
+    "gmbh",
+    "ag",
+    "corp",
+    "corporation",
+    "co",
+    "company",
+    "sa",
+    "sas",
+    "plc",
+    "bv",
+    "srl",
+];
+
+/// A company name's words, lowercased, accents folded, without punctuation or legal forms.
+fn company_words(name: &str) -> Vec<String> {
+    let words: Vec<String> = name
+        .split(|c: char| !c.is_alphanumeric() && c != '&')
+        .filter(|w| !w.is_empty())
+        .map(|w| w.chars().map(fold).collect::<String>().to_lowercase())
+        .collect();
+    let meaningful: Vec<String> = words
+        .iter()
+        .filter(|w| !LEGAL_FORMS.contains(&w.as_str()))
+        .cloned()
+        .collect();
+    if meaningful.is_empty() {
+        words
+    } else {
+        meaningful
+    }
+}
+
+/// Whether organization `b` is a likely duplicate of `a`.
+pub fn score_company(a: &Company<'_>, b: &Company<'_>) -> Option<Match> {
+    let mut found: Option<Match> = None;
+    let domain = |c: &Company<'_>| {
+        c.website_domain
+            .map(|d| d.trim().trim_start_matches("www.").to_ascii_lowercase())
+            .filter(|d| !d.is_empty())
+    };
+    if domain(a).is_some() && domain(a) == domain(b) {
+        found = Some(Match {
+            score: WEIGHT_SAME_WEBSITE,
+            reason: Reason::SameWebsite,
+        });
+    }
+    let (wa, wb) = (company_words(a.name), company_words(b.name));
+    if !wa.is_empty() && !wb.is_empty() {
+        let similarity = strsim::normalized_damerau_levenshtein(&wa.join(" "), &wb.join(" "));
+        let weighted = WEIGHT_SIMILAR_COMPANY_NAME * similarity;
+        if similarity >= COMPANY_NAME_SIMILARITY
+            && found.as_ref().is_none_or(|m| m.score < weighted)
+        {
+            found = Some(Match {
+                score: weighted,
+                reason: Reason::SimilarCompanyName,
+            });
+        }
+    }
+    found.filter(|m| m.score >= REPORT_THRESHOLD)
+}
+
 #[cfg(test)]
 mod unit {
     use super::*;
@@ -248,8 +349,9 @@ mod unit {
             Some("49301234567")
         );
         assert_eq!(phone_digits("ext 12"), None);
-        // Short numbers (extensions) only match whole.
-        assert!(same_phone("x1234", "1234"));
+        // Short numbers only match whole; an extension alone is no number.
+        assert!(same_phone("12-34", "1234"));
+        assert_eq!(phone_digits("x1234"), None);
         assert!(!same_phone("1234", "51234"));
     }
 
@@ -385,5 +487,57 @@ mod unit {
         };
         assert_eq!(name_similarity(&a, &a), 0.0);
         assert_eq!(score(&a, &a.clone()), None);
+    }
+
+    #[test]
+    fn phone_extensions_are_not_part_of_the_number() {
+        assert_eq!(
+            phone_digits("+1 (555) 010-0200 x12").as_deref(),
+            Some("15550100200")
+        );
+        assert_eq!(
+            phone_digits("555-010-0200 ext. 7").as_deref(),
+            Some("5550100200")
+        );
+        assert_eq!(
+            phone_digits("555 010 0200 ext 7").as_deref(),
+            Some("5550100200")
+        );
+        assert_eq!(phone_digits("555 010 0200").as_deref(), Some("5550100200"));
+    }
+
+    #[test]
+    fn companies_match_on_their_website_or_their_name_without_legal_form() {
+        let acme = Company {
+            name: "Acme Corp.",
+            website_domain: Some("acme.com"),
+        };
+        let same_site = Company {
+            name: "ACME Holdings",
+            website_domain: Some("www.acme.com"),
+        };
+        assert_eq!(
+            score_company(&acme, &same_site).map(|m| m.reason),
+            Some(Reason::SameWebsite)
+        );
+        let same_name = Company {
+            name: "ACME, Inc.",
+            website_domain: None,
+        };
+        let m = score_company(&acme, &same_name).expect("a duplicate");
+        assert_eq!(m.reason, Reason::SimilarCompanyName);
+        assert!((m.score - WEIGHT_SIMILAR_COMPANY_NAME).abs() < 1e-9);
+        let typo = Company {
+            name: "Acme Corporation",
+            website_domain: None,
+        };
+        assert!(score_company(&same_name, &typo).is_some());
+        for other in ["Acne Labs", "Apex Corp", "Globex Corporation"] {
+            let b = Company {
+                name: other,
+                website_domain: Some("example.org"),
+            };
+            assert_eq!(score_company(&acme, &b), None, "{other}");
+        }
     }
 }

@@ -4,7 +4,9 @@
 //! the last line); these functions exist to give callers a precise error first.
 
 pub mod claims;
+pub mod currency;
 pub mod duplicates;
+pub mod fields;
 pub mod password;
 pub mod pipeline;
 pub mod roles;

@@ -34,10 +34,12 @@ pub enum Action {
     ReadAudit,
     /// `data.export`: export the workspace's data.
     ExportData,
+    /// `fields.manage`: define and delete custom fields.
+    ManageFields,
 }
 
 impl Action {
-    pub const ALL: [Action; 8] = [
+    pub const ALL: [Action; 9] = [
         Action::ViewWorkspace,
         Action::UpdateWorkspace,
         Action::InviteUsers,
@@ -46,6 +48,7 @@ impl Action {
         Action::ReadAllRecords,
         Action::ReadAudit,
         Action::ExportData,
+        Action::ManageFields,
     ];
 
     /// The permission's key in `core.permissions`.
@@ -59,6 +62,7 @@ impl Action {
             Action::ReadAllRecords => "records.read_all",
             Action::ReadAudit => "audit.read",
             Action::ExportData => "data.export",
+            Action::ManageFields => "fields.manage",
         }
     }
 }

@@ -167,9 +167,9 @@ pub fn email(field: &'static str, e: &str) -> Result<String, CrmError> {
 mod unit {
     use super::*;
 
-    fn field_of(e: CrmError) -> &'static str {
+    fn field_of(e: CrmError) -> String {
         match e {
-            CrmError::InvalidInput { field, .. } => field,
+            CrmError::InvalidInput { field, .. } => field.into_owned(),
             other => panic!("expected InvalidInput, got {other:?}"),
         }
     }
