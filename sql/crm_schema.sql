@@ -17,10 +17,22 @@ COMMENT ON SCHEMA crm IS 'Aura CRM records: organizations, contacts, deals, acti
 -- admins) sees the whole tenant. Activities and stage changes follow their record through
 -- the owner columns the triggers below keep up to date.
 --------------------------------------------------------------------------------------------
-CREATE FUNCTION crm_private.sees_assigned(assigned_to uuid) RETURNS boolean
+-- A rep's rule for contacts and deals is written as a range of assignees, [me, me] for a rep
+-- and the whole uuid range with records.read_all, not as `read_all OR assigned_to = me`: a
+-- range on assigned_to is an index condition (its bounds are computed once per scan) on every
+-- index that carries assigned_to, where the OR would be a filter evaluated on every row.
+-- assigned_to is NOT NULL, so the two say the same; without a request context both bounds
+-- are NULL and nothing is visible.
+CREATE FUNCTION crm_private.first_visible_assignee() RETURNS uuid
     LANGUAGE sql STABLE PARALLEL SAFE
-    AS $$ SELECT crm_private.has_permission('records.read_all') OR assigned_to = crm_private.user_id() $$;
-COMMENT ON FUNCTION crm_private.sees_assigned(uuid) IS 'Whether the current request may see a record assigned to this user (its own, or any with records.read_all).';
+    AS $$ SELECT CASE WHEN crm_private.has_permission('records.read_all') THEN '00000000-0000-0000-0000-000000000000'::pg_catalog.uuid
+                      ELSE crm_private.user_id() END $$;
+COMMENT ON FUNCTION crm_private.first_visible_assignee() IS 'The lowest assigned_to the current request may see: its own user, or the lowest uuid with records.read_all.';
+CREATE FUNCTION crm_private.last_visible_assignee() RETURNS uuid
+    LANGUAGE sql STABLE PARALLEL SAFE
+    AS $$ SELECT CASE WHEN crm_private.has_permission('records.read_all') THEN 'ffffffff-ffff-ffff-ffff-ffffffffffff'::pg_catalog.uuid
+                      ELSE crm_private.user_id() END $$;
+COMMENT ON FUNCTION crm_private.last_visible_assignee() IS 'The highest assigned_to the current request may see: its own user, or the highest uuid with records.read_all.';
 
 CREATE FUNCTION crm_private.sees_either(first_user uuid, second_user uuid) RETURNS boolean
     LANGUAGE sql STABLE PARALLEL SAFE
@@ -166,11 +178,11 @@ CREATE TABLE crm.contacts (
     CONSTRAINT contacts_merged_into_fkey FOREIGN KEY (tenant_id, merged_into) REFERENCES crm.contacts (tenant_id, id)
 );
 CREATE UNIQUE INDEX contacts_email_key ON crm.contacts (tenant_id, pg_catalog.lower(email)) WHERE deleted_at IS NULL;
-CREATE INDEX contacts_organization_idx ON crm.contacts (tenant_id, organization_id);
+CREATE INDEX contacts_organization_idx ON crm.contacts (tenant_id, organization_id, assigned_to);
 CREATE INDEX contacts_assigned_idx ON crm.contacts (tenant_id, assigned_to, created_at, id);
 CREATE INDEX contacts_merged_into_idx ON crm.contacts (tenant_id, merged_into);
-CREATE INDEX contacts_created_idx ON crm.contacts (tenant_id, created_at, id);
-CREATE INDEX contacts_name_idx ON crm.contacts (tenant_id, sort_name, id);
+CREATE INDEX contacts_created_idx ON crm.contacts (tenant_id, created_at, id, assigned_to);
+CREATE INDEX contacts_name_idx ON crm.contacts (tenant_id, sort_name, id, assigned_to);
 CREATE INDEX contacts_phone_idx ON crm.contacts (tenant_id, pg_catalog.right(phone_digits, 10));
 CREATE INDEX contacts_search_trgm_idx ON crm.contacts USING gin (tenant_id, search_text gin_trgm_ops);
 COMMENT ON TABLE crm.contacts IS 'People (PRD F7): name, email (unique per tenant among live contacts), phone, title, organization, assigned_to, custom fields; soft-deleted with deleted_at; merged_into names the contact a merged one went into.';
@@ -207,13 +219,13 @@ CREATE TABLE crm.deals (
     CONSTRAINT deals_organization_fkey FOREIGN KEY (tenant_id, organization_id) REFERENCES crm.organizations (tenant_id, id),
     CONSTRAINT deals_assigned_to_fkey FOREIGN KEY (tenant_id, assigned_to) REFERENCES core.memberships (tenant_id, user_id)
 );
-CREATE INDEX deals_stage_idx ON crm.deals (tenant_id, stage, created_at, id);
+CREATE INDEX deals_stage_idx ON crm.deals (tenant_id, stage, created_at, id, assigned_to);
 CREATE INDEX deals_assigned_idx ON crm.deals (tenant_id, assigned_to, created_at, id);
-CREATE INDEX deals_contact_idx ON crm.deals (tenant_id, contact_id);
-CREATE INDEX deals_organization_idx ON crm.deals (tenant_id, organization_id, created_at, id);
-CREATE INDEX deals_created_idx ON crm.deals (tenant_id, created_at, id);
-CREATE INDEX deals_close_idx ON crm.deals (tenant_id, (coalesce(expected_close_date, 'infinity'::date)), id);
-CREATE INDEX deals_amount_idx ON crm.deals (tenant_id, amount, id);
+CREATE INDEX deals_contact_idx ON crm.deals (tenant_id, contact_id, assigned_to);
+CREATE INDEX deals_organization_idx ON crm.deals (tenant_id, organization_id, created_at, id, assigned_to);
+CREATE INDEX deals_created_idx ON crm.deals (tenant_id, created_at, id, assigned_to);
+CREATE INDEX deals_close_idx ON crm.deals (tenant_id, (coalesce(expected_close_date, 'infinity'::date)), id, assigned_to);
+CREATE INDEX deals_amount_idx ON crm.deals (tenant_id, amount, id, assigned_to);
 COMMENT ON TABLE crm.deals IS 'Opportunities (PRD F8): name, amount and currency, stage and probability (rules in pg_crm''s domain::pipeline), expected close date, contact, organization, assigned_to, notes, custom fields; soft-deleted with deleted_at.';
 
 --------------------------------------------------------------------------------------------
@@ -238,7 +250,7 @@ CREATE TABLE crm.deal_stage_changes (
     CONSTRAINT deal_stage_changes_pkey PRIMARY KEY (tenant_id, id),
     CONSTRAINT deal_stage_changes_deal_fkey FOREIGN KEY (tenant_id, deal_id) REFERENCES crm.deals (tenant_id, id)
 );
-CREATE INDEX deal_stage_changes_deal_idx ON crm.deal_stage_changes (tenant_id, deal_id, changed_at, id);
+CREATE INDEX deal_stage_changes_deal_idx ON crm.deal_stage_changes (tenant_id, deal_id, changed_at, id, deal_owner);
 COMMENT ON TABLE crm.deal_stage_changes IS 'Every stage change of a deal (PRD F8.8): from, to, probability, reason, who and when.';
 
 CREATE TABLE crm.assignment_changes (
@@ -618,27 +630,27 @@ CREATE POLICY organizations_update ON crm.organizations AS PERMISSIVE FOR UPDATE
 ALTER TABLE crm.contacts ENABLE ROW LEVEL SECURITY;
 ALTER TABLE crm.contacts FORCE ROW LEVEL SECURITY;
 CREATE POLICY contacts_select ON crm.contacts AS PERMISSIVE FOR SELECT TO authenticated
-    USING (tenant_id = crm_private.tenant_id() AND crm_private.sees_assigned(assigned_to));
+    USING (tenant_id = crm_private.tenant_id() AND assigned_to BETWEEN crm_private.first_visible_assignee() AND crm_private.last_visible_assignee());
 CREATE POLICY contacts_insert ON crm.contacts AS PERMISSIVE FOR INSERT TO authenticated
-    WITH CHECK (tenant_id = crm_private.tenant_id() AND crm_private.sees_assigned(assigned_to));
+    WITH CHECK (tenant_id = crm_private.tenant_id() AND assigned_to BETWEEN crm_private.first_visible_assignee() AND crm_private.last_visible_assignee());
 CREATE POLICY contacts_update ON crm.contacts AS PERMISSIVE FOR UPDATE TO authenticated
-    USING (tenant_id = crm_private.tenant_id() AND crm_private.sees_assigned(assigned_to))
-    WITH CHECK (tenant_id = crm_private.tenant_id() AND crm_private.sees_assigned(assigned_to));
+    USING (tenant_id = crm_private.tenant_id() AND assigned_to BETWEEN crm_private.first_visible_assignee() AND crm_private.last_visible_assignee())
+    WITH CHECK (tenant_id = crm_private.tenant_id() AND assigned_to BETWEEN crm_private.first_visible_assignee() AND crm_private.last_visible_assignee());
 
 ALTER TABLE crm.deals ENABLE ROW LEVEL SECURITY;
 ALTER TABLE crm.deals FORCE ROW LEVEL SECURITY;
 CREATE POLICY deals_select ON crm.deals AS PERMISSIVE FOR SELECT TO authenticated
-    USING (tenant_id = crm_private.tenant_id() AND crm_private.sees_assigned(assigned_to));
+    USING (tenant_id = crm_private.tenant_id() AND assigned_to BETWEEN crm_private.first_visible_assignee() AND crm_private.last_visible_assignee());
 CREATE POLICY deals_insert ON crm.deals AS PERMISSIVE FOR INSERT TO authenticated
-    WITH CHECK (tenant_id = crm_private.tenant_id() AND crm_private.sees_assigned(assigned_to));
+    WITH CHECK (tenant_id = crm_private.tenant_id() AND assigned_to BETWEEN crm_private.first_visible_assignee() AND crm_private.last_visible_assignee());
 CREATE POLICY deals_update ON crm.deals AS PERMISSIVE FOR UPDATE TO authenticated
-    USING (tenant_id = crm_private.tenant_id() AND crm_private.sees_assigned(assigned_to))
-    WITH CHECK (tenant_id = crm_private.tenant_id() AND crm_private.sees_assigned(assigned_to));
+    USING (tenant_id = crm_private.tenant_id() AND assigned_to BETWEEN crm_private.first_visible_assignee() AND crm_private.last_visible_assignee())
+    WITH CHECK (tenant_id = crm_private.tenant_id() AND assigned_to BETWEEN crm_private.first_visible_assignee() AND crm_private.last_visible_assignee());
 
 ALTER TABLE crm.deal_stage_changes ENABLE ROW LEVEL SECURITY;
 ALTER TABLE crm.deal_stage_changes FORCE ROW LEVEL SECURITY;
 CREATE POLICY deal_stage_changes_select ON crm.deal_stage_changes AS PERMISSIVE FOR SELECT TO authenticated
-    USING (tenant_id = crm_private.tenant_id() AND crm_private.sees_assigned(deal_owner));
+    USING (tenant_id = crm_private.tenant_id() AND deal_owner BETWEEN crm_private.first_visible_assignee() AND crm_private.last_visible_assignee());
 
 ALTER TABLE crm.assignment_changes ENABLE ROW LEVEL SECURITY;
 ALTER TABLE crm.assignment_changes FORCE ROW LEVEL SECURITY;

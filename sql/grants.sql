@@ -78,7 +78,8 @@ GRANT EXECUTE ON FUNCTION
     api.update_profile(text, text, text),
     api.my_permissions(),
     -- the CRM
-    crm_private.sees_assigned(uuid),
+    crm_private.first_visible_assignee(),
+    crm_private.last_visible_assignee(),
     crm_private.sees_either(uuid, uuid),
     crm_private.currency_known(text),
     crm_private.phone_digits(text),
@@ -105,6 +106,7 @@ GRANT EXECUTE ON FUNCTION
     crm_private.contact_with_email(text, uuid),
     crm_private.require_unique_email(text, uuid),
     crm_private.contact_duplicates(text, text, text, text, uuid, uuid),
+    crm_private.contact_search(text, text, text, numeric, uuid, integer),
     crm_private.organization_duplicates(text, text, uuid),
     crm_private.set_organization_deleted(uuid, boolean),
     crm_private.set_contact_deleted(uuid, boolean),

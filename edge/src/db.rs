@@ -38,7 +38,7 @@ use uuid::Uuid;
 
 use crate::catalog::Catalog;
 use crate::config::Config;
-use crate::error::{is_connection_error, Error};
+use crate::error::{is_connection_error, DbError, Error};
 use crate::fairness::{Fairness, Turn};
 use crate::jwt::Verified;
 use crate::pgtls::{DbTarget, MakeRustls, SslMode};
@@ -399,18 +399,55 @@ async fn in_transaction(
         .map_err(setup)?;
     let arg: [(&(dyn ToSql + Sync), Type); 1] = [(args, Type::JSONB)];
     let params: &[_] = if call.takes_args { &arg } else { &[] };
-    let value = if call.returns_void {
-        client.execute_typed(&call.sql, params).await?;
-        Value::Null
-    } else {
+    let called = if call.returns_void {
         client
-            .query_typed_one(&call.sql, params)
-            .await?
-            .try_get::<_, Option<Value>>(0)?
-            .unwrap_or(Value::Null)
+            .execute_typed(&call.sql, params)
+            .await
+            .map(|_| Value::Null)
+    } else {
+        match client.query_typed_one(&call.sql, params).await {
+            Ok(row) => row
+                .try_get::<_, Option<Value>>(0)
+                .map(|v| v.unwrap_or(Value::Null)),
+            Err(e) => Err(e),
+        }
+    };
+    let value = match called.map_err(Error::from) {
+        Ok(value) => value,
+        Err(Error::Db(db)) if db.is_argument_conversion() && call.takes_args => {
+            return Err(Error::Db(name_the_argument(client, call, args, db).await));
+        }
+        Err(e) => return Err(e),
     };
     client.batch_execute("COMMIT").await?;
     Ok(value)
+}
+
+/// After a call failed to convert one of its arguments (22xxx raised by the statement, not
+/// the function): ends the transaction and converts each argument alone, outside any
+/// transaction and tenant context (nothing but the conversion runs), to name the first one
+/// that fails. Costs nothing on the way to a successful call. The original error stands if
+/// no argument fails alone or a probe cannot run.
+async fn name_the_argument(client: &Object, call: &Call, args: &Value, db: DbError) -> DbError {
+    if client.batch_execute("ROLLBACK").await.is_err() {
+        return db;
+    }
+    for (name, sql) in &call.probes {
+        let Some(value) = args.get(name) else {
+            continue;
+        };
+        let one = Value::Object([(name.clone(), value.clone())].into_iter().collect());
+        match client.execute_typed(sql, &[(&one, Type::JSONB)]).await {
+            Ok(_) => {}
+            Err(e) => {
+                return match e.as_db_error() {
+                    Some(probe) if probe.code().code() == db.code => db.for_argument(name),
+                    _ => db,
+                }
+            }
+        }
+    }
+    db
 }
 
 /// Whether an error means the connection itself can no longer be trusted (as opposed to an

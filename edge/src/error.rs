@@ -76,6 +76,25 @@ pub struct DbError {
     pub message: String,
     pub detail: Option<String>,
     pub hint: Option<String>,
+    /// Raised inside a function (the error has a context), not by the statement itself.
+    pub in_function: bool,
+}
+
+impl DbError {
+    /// A data error (class 22) of the statement itself, not of the function it called: in an
+    /// RPC call, a value PostgreSQL could not convert to its argument's type.
+    pub fn is_argument_conversion(&self) -> bool {
+        self.code.starts_with("22") && !self.in_function
+    }
+
+    /// Names the argument the value of which could not be converted.
+    pub fn for_argument(self, name: &str) -> DbError {
+        DbError {
+            message: format!("invalid {name}: {}", self.message),
+            detail: Some(format!("field: {name}")),
+            ..self
+        }
+    }
 }
 
 /// Attached to 5xx responses so the request log can record what the client is not shown.
@@ -158,6 +177,7 @@ impl From<tokio_postgres::Error> for Error {
                 message: db.message().to_owned(),
                 detail: db.detail().map(str::to_owned),
                 hint: db.hint().map(str::to_owned),
+                in_function: db.where_().is_some(),
             }),
             None if is_connection_error(&e) => Error::Unavailable(e.to_string()),
             None => Error::Internal(e.to_string()),
@@ -385,6 +405,7 @@ mod tests {
             message: "secret table crm.foo is corrupt".into(),
             detail: Some("page 7".into()),
             hint: None,
+            in_function: false,
         });
         let r = e.into_response();
         assert_eq!(r.status(), 500);
@@ -403,6 +424,7 @@ mod tests {
             message: format!("invalid input syntax for type integer: \"{huge}\""),
             detail: Some(huge.clone()),
             hint: Some(huge.clone()),
+            in_function: false,
         });
         let e2 = Error::NoFunction {
             name: "f".into(),

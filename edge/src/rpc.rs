@@ -3,7 +3,10 @@
 //! No request value is ever written into SQL. The request's keys only select arguments from
 //! the catalog; the statement names those arguments and their catalog types, and the values
 //! travel as one `jsonb` parameter unpacked by `jsonb_to_record`, so PostgreSQL itself converts
-//! (and rejects, with 22xxx) each value using the argument's type.
+//! (and rejects, with 22xxx) each value using the argument's type. PostgreSQL's message does
+//! not say which argument it could not convert: [`Call::probes`] hold one statement per
+//! argument that converts only that one, which the edge runs when (and only when) a call fails
+//! that way, to name the field in the 400.
 
 use std::collections::BTreeSet;
 
@@ -20,6 +23,9 @@ pub struct Call {
     /// A `void` function: run it and answer `null`.
     pub returns_void: bool,
     pub volatility: Volatility,
+    /// Per passed argument: its name and a statement converting `$1` (the argument alone, in
+    /// an object) to the argument's type, as the call does.
+    pub probes: Vec<(String, String)>,
 }
 
 /// `^[a-z_][a-z0-9_]{0,62}$`: the names the edge will look up at all.
@@ -61,6 +67,17 @@ pub fn build_call(f: &Function, keys: &BTreeSet<String>) -> Call {
             columns.join(", ")
         ))
     };
+    let probes = passed
+        .iter()
+        .map(|a| {
+            let sql = format!(
+                "SELECT FROM jsonb_to_record($1::jsonb) AS _a({} {})",
+                quote_ident(&a.name),
+                a.type_sql
+            );
+            (a.name.clone(), sql)
+        })
+        .collect();
     let returns_void = !f.returns_set && f.return_type == "void";
     let sql = match (f.returns_set, record) {
         (true, Some(record)) => {
@@ -79,6 +96,7 @@ pub fn build_call(f: &Function, keys: &BTreeSet<String>) -> Call {
         takes_args: !passed.is_empty(),
         returns_void,
         volatility: f.volatility,
+        probes,
     }
 }
 
@@ -172,6 +190,19 @@ mod tests {
         );
         assert!(call.takes_args);
         assert!(!call.returns_void);
+        assert_eq!(
+            call.probes,
+            vec![
+                (
+                    "email".to_owned(),
+                    "SELECT FROM jsonb_to_record($1::jsonb) AS _a(\"email\" text)".to_owned()
+                ),
+                (
+                    "org_id".to_owned(),
+                    "SELECT FROM jsonb_to_record($1::jsonb) AS _a(\"org_id\" uuid)".to_owned()
+                ),
+            ]
+        );
     }
 
     #[test]

@@ -137,10 +137,22 @@ WHERE deptype = 'e' AND refobjid = (SELECT oid FROM pg_extension WHERE extname =
 ORDER BY 1;
 SELECT 'auth.users'::regclass = ANY (extconfig) AS auth_users_dumped FROM pg_extension WHERE extname = 'pg_crm';
 
--- SECURITY DEFINER functions all pin their search_path.
+-- SECURITY DEFINER functions all pin their search_path: pg_catalog, pg_temp, or for those
+-- that use trigram operators pg_catalog, the schema of pg_trgm, pg_temp (listed below), a
+-- schema where none of the API roles may create anything.
 SELECT p.oid::regprocedure AS definer_without_pinned_search_path FROM pg_proc p
 WHERE p.pronamespace IN ('core'::regnamespace, 'crm_private'::regnamespace, 'api'::regnamespace)
-  AND p.prosecdef AND NOT coalesce(p.proconfig::text[] && ARRAY['search_path=pg_catalog, pg_temp'], false)
+  AND p.prosecdef AND NOT coalesce(p.proconfig::text[] && ARRAY['search_path=pg_catalog, pg_temp',
+        'search_path=pg_catalog, ' || (SELECT quote_ident(n.nspname) FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
+                                        WHERE e.extname = 'pg_trgm') || ', pg_temp'], false)
+ORDER BY 1;
+SELECT p.oid::regprocedure AS definer_with_pg_trgm_on_its_path FROM pg_proc p
+WHERE p.pronamespace IN ('core'::regnamespace, 'crm_private'::regnamespace, 'api'::regnamespace)
+  AND p.prosecdef AND NOT p.proconfig::text[] && ARRAY['search_path=pg_catalog, pg_temp']
+ORDER BY 1;
+SELECT rolname AS may_create_in_the_pg_trgm_schema FROM pg_roles
+ WHERE rolname IN ('authenticated', 'anon', 'authenticator', 'crm_auth', 'service_role')
+   AND has_schema_privilege(rolname, (SELECT extnamespace FROM pg_extension WHERE extname = 'pg_trgm'), 'CREATE')
 ORDER BY 1;
 
 -- The stamp columns and their trigger on every table.

@@ -1,212 +1,15 @@
-// End-to-end journey against the Aura edge with the real @supabase/supabase-js client.
-//
-// Env: AURA_URL, AURA_ANON_KEY, AURA_SERVICE_ROLE_KEY, AURA_MAIL_DIR.
-// Prints "ok - <step>" per passed check; on the first failure prints "not ok - <step>",
-// the reason, and exits 1. Gives up by itself after 120 s.
+// Journey 1 (onboarding and access) against the Aura edge with the real @supabase/supabase-js
+// client: sign-up, sign-in, refresh, sign-out revocation, recovery and invitations by email,
+// roles through /rest/v1/rpc, and the auth.admin API. See lib.mjs for the environment and
+// the output.
 
 import assert from 'node:assert/strict'
-import { randomBytes } from 'node:crypto'
-import { readdir, readFile, stat } from 'node:fs/promises'
-import { join } from 'node:path'
-import { createClient } from '@supabase/supabase-js'
-import WebSocket from 'ws'
-
-const TOTAL_TIMEOUT_MS = 120_000
-const MAIL_POLL_MS = 100
-const MAIL_TIMEOUT_MS = 10_000
-const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
-
-let currentStep = '(start)'
-let passed = 0
-
-function env(name) {
-  const value = process.env[name]
-  if (!value) throw new Error(`environment variable ${name} is not set`)
-  return value
-}
-
-// ---------------------------------------------------------------- helpers
-
-function step(name) {
-  currentStep = name
-}
-
-function ok(name) {
-  passed += 1
-  console.log(`ok - ${name}`)
-}
-
-const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms))
-
-function rand() {
-  return randomBytes(4).toString('hex')
-}
-
-function describe(error) {
-  if (!error) return String(error)
-  const fields = {}
-  for (const k of ['name', 'message', 'code', 'status', 'details', 'hint']) {
-    if (error[k] !== undefined) fields[k] = error[k]
-  }
-  return JSON.stringify(fields)
-}
-
-/** A `{ data, error }` result must have no error; returns `data`. */
-function expectOk(result, what) {
-  assert.ok(result && typeof result === 'object', `${what}: no result object`)
-  if (result.error) {
-    assert.fail(`${what}: unexpected error ${describe(result.error)}`)
-  }
-  return result.data
-}
-
-/**
- * A `{ data, error }` result must carry an error. `code` and `status` are checked when given
- * (a status may be a list of accepted values). Returns the error.
- */
-function expectError(result, what, { code, status } = {}) {
-  assert.ok(result && typeof result === 'object', `${what}: no result object`)
-  const { error } = result
-  assert.ok(error, `${what}: expected an error, got data ${JSON.stringify(result.data)}`)
-  if (code !== undefined) {
-    assert.equal(error.code, code, `${what}: error code (error: ${describe(error)})`)
-  }
-  if (status !== undefined) {
-    const accepted = Array.isArray(status) ? status : [status]
-    assert.ok(
-      accepted.includes(error.status),
-      `${what}: error status ${error.status}, expected ${accepted.join(' or ')} (error: ${describe(error)})`
-    )
-  }
-  return error
-}
-
-/** `list_*` functions may answer with a bare array or with `{ data: [...] }`. */
-function rows(data, what) {
-  const list = Array.isArray(data) ? data : data?.data
-  assert.ok(Array.isArray(list), `${what}: expected an array (or {data: array}), got ${JSON.stringify(data)}`)
-  return list
-}
-
-function sameEmail(a, b) {
-  return typeof a === 'string' && typeof b === 'string' && a.toLowerCase() === b.toLowerCase()
-}
-
-function newClient(key) {
-  return createClient(AURA_URL, key, {
-    auth: { autoRefreshToken: false, persistSession: false, detectSessionInUrl: false },
-    realtime: { transport: WebSocket },
-  })
-}
-
-function expectSession(result, what) {
-  const data = expectOk(result, what)
-  assert.ok(data?.session, `${what}: expected a session, got ${JSON.stringify(data)}`)
-  assert.equal(typeof data.session.access_token, 'string', `${what}: session.access_token`)
-  assert.ok(data.session.access_token.length > 0, `${what}: empty access_token`)
-  assert.equal(typeof data.session.refresh_token, 'string', `${what}: session.refresh_token`)
-  assert.ok(data.session.refresh_token.length > 0, `${what}: empty refresh_token`)
-  return data.session
-}
-
-// ---------------------------------------------------------------- mail
-
-const consumedMail = new Set()
-
-function parseMail(text) {
-  const normalized = text.replace(/\r\n/g, '\n')
-  const split = normalized.indexOf('\n\n')
-  if (split < 0) return null
-  const headerBlock = normalized.slice(0, split).replace(/\n[ \t]+/g, ' ') // unfold
-  const body = normalized.slice(split + 2)
-  const headers = {}
-  for (const line of headerBlock.split('\n')) {
-    const colon = line.indexOf(':')
-    if (colon > 0) headers[line.slice(0, colon).trim().toLowerCase()] = line.slice(colon + 1).trim()
-  }
-  return { headers, body }
-}
-
-function findVerifyLink(body) {
-  for (const m of body.matchAll(/[^\s<>"'()]*\/auth\/v1\/verify\?[^\s<>"'()]+/g)) {
-    const raw = m[0].replace(/&amp;/g, '&')
-    let url
-    try {
-      url = new URL(raw, 'http://placeholder.invalid')
-    } catch {
-      continue
-    }
-    const tokenHash = url.searchParams.get('token')
-    const type = url.searchParams.get('type')
-    if (tokenHash && type) return { link: raw, tokenHash, type, url }
-  }
-  return null
-}
-
-/**
- * Waits (polling every 100 ms, up to 10 s) for a not yet consumed mail to `address` whose
- * verification link has type `type`. Returns `{ tokenHash, code, link, subject, redirectTo }`.
- */
-async function awaitMail(address, type) {
-  const deadline = Date.now() + MAIL_TIMEOUT_MS
-  const wanted = address.toLowerCase()
-  const seen = []
-  for (;;) {
-    const candidates = []
-    let names = []
-    try {
-      names = await readdir(AURA_MAIL_DIR)
-    } catch (e) {
-      if (e.code !== 'ENOENT') throw e
-    }
-    for (const name of names) {
-      if (!name.endsWith('.eml') || consumedMail.has(name)) continue
-      const path = join(AURA_MAIL_DIR, name)
-      let text, info
-      try {
-        ;[text, info] = await Promise.all([readFile(path, 'utf8'), stat(path)])
-      } catch {
-        continue // removed or not readable yet
-      }
-      const mail = parseMail(text)
-      if (!mail) continue // possibly still being written
-      if (!(mail.headers.to ?? '').toLowerCase().includes(wanted)) continue
-      const found = findVerifyLink(mail.body)
-      if (!found) continue // possibly still being written
-      if (found.type !== type) {
-        seen.push(`${name} (type=${found.type})`)
-        continue
-      }
-      const code = mail.body.match(/Code:\s*(\d{6})\b/)?.[1]
-      if (!code) continue // possibly still being written
-      candidates.push({ name, mtime: info.mtimeMs, mail, found, code })
-    }
-    if (candidates.length > 0) {
-      candidates.sort((a, b) => b.mtime - a.mtime || (a.name < b.name ? 1 : -1))
-      const { name, mail, found, code } = candidates[0]
-      for (const c of candidates) consumedMail.add(c.name)
-      return {
-        tokenHash: found.tokenHash,
-        code,
-        link: found.link,
-        subject: mail.headers.subject ?? '',
-        redirectTo: found.url.searchParams.get('redirect_to'),
-        file: name,
-      }
-    }
-    if (Date.now() > deadline) {
-      throw new Error(
-        `no '${type}' mail to ${address} in ${AURA_MAIL_DIR} within ${MAIL_TIMEOUT_MS / 1000} s` +
-          (seen.length ? `; other mail to it: ${[...new Set(seen)].join(', ')}` : '')
-      )
-    }
-    await sleep(MAIL_POLL_MS)
-  }
-}
+import {
+  UUID_RE, awaitMail, config, expectError, expectOk, expectSession, newClient, ok, rand, rows, run, sameEmail,
+  sleep, step,
+} from './lib.mjs'
 
 // ---------------------------------------------------------------- the journey
-
-let AURA_URL, ANON, SERVICE, AURA_MAIL_DIR
 
 async function main() {
   const stamp = `${Date.now()}-${rand()}`
@@ -219,7 +22,7 @@ async function main() {
 
   // 1. sign-up ------------------------------------------------------------
   step('1 signUp')
-  let owner = newClient(ANON)
+  let owner = newClient(config.anon)
   {
     const res = await owner.auth.signUp({
       email: ownerInput,
@@ -262,7 +65,7 @@ async function main() {
   // 3. duplicate sign-up ---------------------------------------------------
   step('3 duplicate signUp')
   {
-    const res = await newClient(ANON).auth.signUp({ email: ownerEmail, password: 'another-pass-77' })
+    const res = await newClient(config.anon).auth.signUp({ email: ownerEmail, password: 'another-pass-77' })
     expectError(res, '3 signUp same email', { code: 'user_already_exists', status: 422 })
     assert.equal(res.data.session, null, '3 signUp same email: no session')
     ok('3 signUp of an existing email (other letter case): user_already_exists, 422')
@@ -285,7 +88,7 @@ async function main() {
     ok('4 signInWithPassword with the right password')
 
     step('4 wrong password')
-    const res = await newClient(ANON).auth.signInWithPassword({ email: ownerEmail, password: 'wrong-horse-0' })
+    const res = await newClient(config.anon).auth.signInWithPassword({ email: ownerEmail, password: 'wrong-horse-0' })
     expectError(res, '4 wrong password', { code: 'invalid_credentials', status: 400 })
     assert.equal(res.data.session, null, '4 wrong password: no session')
     ok('4 wrong password: invalid_credentials, 400')
@@ -338,9 +141,9 @@ async function main() {
     ok('7 signOut (global)')
 
     step('7 old token on /rest/v1/rpc/whoami')
-    const resp = await fetch(`${AURA_URL}/rest/v1/rpc/whoami`, {
+    const resp = await fetch(`${config.url}/rest/v1/rpc/whoami`, {
       method: 'POST',
-      headers: { Authorization: `Bearer ${old}`, apikey: ANON, 'content-type': 'application/json' },
+      headers: { Authorization: `Bearer ${old}`, apikey: config.anon, 'content-type': 'application/json' },
       body: '{}',
     })
     const text = await resp.text()
@@ -383,7 +186,7 @@ async function main() {
 
     step('8 old password refused')
     expectError(
-      await newClient(ANON).auth.signInWithPassword({ email: ownerEmail, password }),
+      await newClient(config.anon).auth.signInWithPassword({ email: ownerEmail, password }),
       '8 old password',
       { code: 'invalid_credentials', status: 400 }
     )
@@ -391,13 +194,13 @@ async function main() {
 
     step('8 new password works')
     password = newPassword
-    owner = newClient(ANON)
+    owner = newClient(config.anon)
     expectSession(await owner.auth.signInWithPassword({ email: ownerEmail, password }), '8 new password')
     ok('8 the new password works')
 
     step('8 reset for an unknown email')
     expectOk(
-      await newClient(ANON).auth.resetPasswordForEmail(`nobody-${stamp}@example.test`),
+      await newClient(config.anon).auth.resetPasswordForEmail(`nobody-${stamp}@example.test`),
       '8 resetPasswordForEmail(unknown)'
     )
     ok('8 resetPasswordForEmail for an unknown address answers the same (no error)')
@@ -428,7 +231,7 @@ async function main() {
     ok(`9 invite mail arrived (${mail.file})`)
 
     step('9 verifyOtp invite')
-    const rep = newClient(ANON)
+    const rep = newClient(config.anon)
     const session = expectSession(
       await rep.auth.verifyOtp({ token_hash: inviteTokenHash, type: 'invite' }),
       '9 verifyOtp invite'
@@ -441,7 +244,7 @@ async function main() {
     ok('9 the invitee sets a password')
 
     step('9 rep signs in')
-    repTenantClient = newClient(ANON)
+    repTenantClient = newClient(config.anon)
     expectSession(
       await repTenantClient.auth.signInWithPassword({ email: repEmail, password: 'rep-password-42' }),
       '9 rep signInWithPassword'
@@ -470,7 +273,7 @@ async function main() {
     ok(`9 a rep cannot invite (${repInvite.error.code ?? repInvite.status})`)
 
     step('9 invite token reuse')
-    const again = await newClient(ANON).auth.verifyOtp({ token_hash: inviteTokenHash, type: 'invite' })
+    const again = await newClient(config.anon).auth.verifyOtp({ token_hash: inviteTokenHash, type: 'invite' })
     expectError(again, '9 verifyOtp invite again')
     assert.equal(again.data.session, null, '9 verifyOtp invite again: no session')
     ok(`9 an invite token works only once (${again.error.code ?? again.error.status})`)
@@ -494,7 +297,7 @@ async function main() {
   // 11. admin API ---------------------------------------------------------
   step('11 admin listUsers')
   {
-    const admin = newClient(SERVICE).auth.admin
+    const admin = newClient(config.service).auth.admin
 
     const page = expectOk(await admin.listUsers({ page: 1, perPage: 1 }), '11 listUsers')
     assert.ok(Array.isArray(page?.users), '11 listUsers: data.users is not an array')
@@ -534,7 +337,7 @@ async function main() {
     ok('11 admin.updateUserById sets banned_until')
 
     step('11 banned sign-in')
-    const refused = await newClient(ANON).auth.signInWithPassword({ email: e3, password: 'admin-made-pass-1' })
+    const refused = await newClient(config.anon).auth.signInWithPassword({ email: e3, password: 'admin-made-pass-1' })
     expectError(refused, '11 banned signInWithPassword', { code: 'user_banned' })
     ok(`11 a banned user cannot sign in (user_banned, ${refused.error.status})`)
 
@@ -543,7 +346,7 @@ async function main() {
     const still = unbanned?.user?.banned_until
     assert.ok(!still || Date.parse(still) <= Date.now(), `11 unban: banned_until still ${still}`)
     expectSession(
-      await newClient(ANON).auth.signInWithPassword({ email: e3, password: 'admin-made-pass-1' }),
+      await newClient(config.anon).auth.signInWithPassword({ email: e3, password: 'admin-made-pass-1' }),
       '11 unbanned signInWithPassword'
     )
     ok('11 after ban_duration none the user signs in again')
@@ -557,34 +360,11 @@ async function main() {
     ok('11 a deleted user is gone (user_not_found, 404)')
 
     step('11 anon key on admin API')
-    const anonList = await newClient(ANON).auth.admin.listUsers()
+    const anonList = await newClient(config.anon).auth.admin.listUsers()
     expectError(anonList, '11 anon listUsers', { status: [401, 403] })
     assert.equal(anonList.data.users.length, 0, '11 anon listUsers: no users')
     ok(`11 the anon key cannot use the admin API (${anonList.error.status})`)
   }
 }
 
-// ---------------------------------------------------------------- run
-
-const timer = setTimeout(() => {
-  console.log(`not ok - ${currentStep}`)
-  console.error(`journey: timed out after ${TOTAL_TIMEOUT_MS / 1000} s during step "${currentStep}"`)
-  process.exit(1)
-}, TOTAL_TIMEOUT_MS)
-
-try {
-  step('(environment)')
-  AURA_URL = env('AURA_URL').replace(/\/+$/, '')
-  ANON = env('AURA_ANON_KEY')
-  SERVICE = env('AURA_SERVICE_ROLE_KEY')
-  AURA_MAIL_DIR = env('AURA_MAIL_DIR')
-  await main()
-  clearTimeout(timer)
-  console.log(`# journey complete: ${passed} checks ok`)
-  process.exit(0)
-} catch (err) {
-  console.log(`not ok - ${currentStep}`)
-  console.error(`journey failed at step "${currentStep}" after ${passed} ok:`)
-  console.error(err?.stack ?? String(err))
-  process.exit(1)
-}
+await run(main)

@@ -82,24 +82,35 @@ async fn tokens_and_requests_are_checked() {
         rpc(&edge, t, "test_double", r#"{"n": 21}"#).await.2,
         json!(42)
     );
-    let cases: Vec<(&str, &str, &str, u16, &str)> = vec![
+    // (what, function, body, status, code, the field a conversion error names)
+    type Case<'a> = (&'a str, &'a str, &'a str, u16, &'a str, Option<&'a str>);
+    let cases: Vec<Case> = vec![
         (
             "unknown function",
             "no_such_function",
             "{}",
             404,
             "PGRST202",
+            None,
         ),
-        ("not in api", "begin_request", "{}", 404, "PGRST202"),
-        ("unknown argument", "whoami", r#"{"x": 1}"#, 404, "PGRST202"),
-        ("malformed JSON", "whoami", "{", 400, "PGRST102"),
-        ("not an object", "whoami", "[1, 2]", 400, "PGRST102"),
+        ("not in api", "begin_request", "{}", 404, "PGRST202", None),
+        (
+            "unknown argument",
+            "whoami",
+            r#"{"x": 1}"#,
+            404,
+            "PGRST202",
+            None,
+        ),
+        ("malformed JSON", "whoami", "{", 400, "PGRST102", None),
+        ("not an object", "whoami", "[1, 2]", 400, "PGRST102", None),
         (
             "wrong type",
             "test_double",
             r#"{"n": "many"}"#,
             400,
             "22P02",
+            Some("n"),
         ),
         (
             "wrong type (object)",
@@ -107,6 +118,7 @@ async fn tokens_and_requests_are_checked() {
             r#"{"n": {"a": 1}}"#,
             400,
             "22P02",
+            Some("n"),
         ),
         (
             "bad date",
@@ -114,6 +126,7 @@ async fn tokens_and_requests_are_checked() {
             r#"{"n": 1, "at": "yesterday-ish"}"#,
             400,
             "22007",
+            Some("at"),
         ),
         (
             "out of range",
@@ -121,14 +134,73 @@ async fn tokens_and_requests_are_checked() {
             r#"{"n": 99999999999}"#,
             400,
             "22003",
+            Some("n"),
+        ),
+        (
+            "bad uuid",
+            "get_deal",
+            r#"{"id": "abc"}"#,
+            400,
+            "22P02",
+            Some("id"),
+        ),
+        (
+            "bad uuid among good arguments",
+            "list_deals",
+            r#"{"stage": "won", "page_size": 5, "organization_id": "1234"}"#,
+            400,
+            "22P02",
+            Some("organization_id"),
+        ),
+        (
+            "bad integer",
+            "list_deals",
+            r#"{"min_probability": "high"}"#,
+            400,
+            "22P02",
+            Some("min_probability"),
+        ),
+        (
+            "bad numeric",
+            "create_deal",
+            r#"{"name": "x", "amount": "lots"}"#,
+            400,
+            "22P02",
+            Some("amount"),
+        ),
+        (
+            "bad boolean",
+            "list_contacts",
+            r#"{"deleted": "maybe"}"#,
+            400,
+            "22P02",
+            Some("deleted"),
         ),
     ];
-    for (what, f, body, want, code) in cases {
+    for (what, f, body, want, code, field) in cases {
         let (status, _, res) = rpc(&edge, t, f, body).await;
         assert_eq!(status, want, "{what}: {res}");
         assert!(status < 500, "{what}");
         assert_error_body(&res, code);
+        if let Some(field) = field {
+            assert_eq!(
+                res["details"],
+                json!(format!("field: {field}")),
+                "{what}: {res}"
+            );
+            assert!(
+                res["message"]
+                    .as_str()
+                    .is_some_and(|m| m.starts_with(&format!("invalid {field}: "))),
+                "{what}: {res}"
+            );
+        }
     }
+    // A value the function itself refuses keeps the function's own error and field.
+    let (status, _, res) = rpc(&edge, t, "list_deals", r#"{"min_probability": 101}"#).await;
+    assert_eq!(status, 400, "{res}");
+    assert_error_body(&res, "22023");
+    assert_eq!(res["details"], json!("field: min_probability"), "{res}");
     // GET is for STABLE functions only.
     let (status, body) = get(&edge, t, "/rest/v1/rpc/update_workspace?name=x").await;
     assert_eq!(status, 405, "{body}");
