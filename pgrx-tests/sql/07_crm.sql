@@ -305,6 +305,32 @@ SELECT d ->> 'reason' AS org_duplicate FROM jsonb_array_elements(api.create_orga
 SELECT m ->> 'moved_deals' AS deals, m ->> 'moved_activities' AS activities, m #>> '{contact,first_name}' AS kept
 FROM api.merge_contacts(tests.rec('peter'), (SELECT id FROM crm.contacts WHERE first_name = 'Petr')) m;
 ROLLBACK;
+-- Search and duplicate candidates read the table without RLS (crm_private.contact_search,
+-- contact_duplicates) and apply the policy's rule themselves: a rep finds only the contacts
+-- assigned to them, another tenant nothing, and no context nothing.
+BEGIN;
+SELECT tests.crm_seed();
+CREATE FUNCTION pg_temp.found(q text) RETURNS text LANGUAGE sql AS $$
+    SELECT coalesce(string_agg(c ->> 'first_name', ', ' ORDER BY c ->> 'first_name'), '-')
+      FROM jsonb_array_elements(api.search_contacts(q) -> 'data') c $$;
+SELECT tests.login('rita@acme.test', 'acme');
+SELECT q, pg_temp.found(q) AS rep_finds,
+       (SELECT bool_and((c ->> 'assigned_to')::uuid = crm_private.user_id()) FROM jsonb_array_elements(api.search_contacts(q) -> 'data') c) AS all_theirs
+FROM (VALUES ('gibbons'), ('pet'), ('5550100200'), ('initech')) v(q);
+SELECT coalesce(jsonb_array_length(api.find_duplicate_contacts(email => 'Peter@Initech.test') -> 'data'), 0) AS rep_duplicates;
+RESET ROLE;
+SELECT tests.login('mo@acme.test', 'acme');
+SELECT jsonb_array_length(api.find_duplicate_contacts(email => 'milton@initech.test') -> 'data') AS manager_duplicates_of_milton;
+RESET ROLE;
+SELECT tests.login('rita@acme.test', 'acme');
+SELECT jsonb_array_length(api.find_duplicate_contacts(email => 'milton@initech.test') -> 'data') AS rep_duplicates_of_milton_not_theirs;
+RESET ROLE;
+SELECT tests.login('gil@globex.test', 'globex');
+SELECT q, pg_temp.found(q) AS other_tenant_finds FROM (VALUES ('gibbons'), ('5550100200'), ('initech')) v(q);
+SELECT jsonb_array_length(api.find_duplicate_contacts(email => 'Peter@Initech.test') -> 'data') AS other_tenant_duplicates;
+RESET ROLE;
+SELECT count(*) AS without_context FROM crm_private.contact_search('gibbons', '%gibbons%', NULL, NULL, NULL, 10);
+ROLLBACK;
 
 -- Keyset pages: stable, complete, no repeats.
 BEGIN;
