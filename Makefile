@@ -1,5 +1,5 @@
 # Aura CRM. `make run` starts everything locally; `make test` runs every test.
-.PHONY: run test bench build install prereqs clean-data
+.PHONY: run test seed bench build install prereqs clean-data
 
 run:          ## build, start PostgreSQL (.data/) with pg_crm and the edge on 127.0.0.1:3000
 	scripts/run.sh
@@ -7,7 +7,10 @@ run:          ## build, start PostgreSQL (.data/) with pg_crm and the edge on 12
 test:         ## fmt, clippy, unit tests, #[pg_test]s, regression suite, integration tests
 	scripts/test.sh
 
-bench:        ## pgbench of the request transaction and the gate (release build; BENCH_SECONDS per variant)
+seed:         ## the benchmark data set in the local database (1,000 tenants, one with 200k contacts)
+	scripts/seed.sh
+
+bench:        ## the API through the edge beside pgbench (release; after make seed; BENCH_SECONDS per variant)
 	scripts/bench.sh
 
 build:        ## compile the workspace

@@ -4,7 +4,13 @@
 # applies the Supabase-compat bootstrap and CREATE EXTENSION pg_crm, sets the auth settings
 # for development (autoconfirm, site_url), then runs the edge in the foreground. Re-running
 # keeps the data; Ctrl-C stops both.
+#
+# `scripts/run.sh --prepare` (used by `make seed` and `make bench`) does everything but the
+# edge: it leaves the local cluster running, and uses a running one as it is (a `make run`
+# in another terminal keeps its cluster). Prints nothing on success but the build steps.
 set -euo pipefail
+PREPARE=
+[ "${1:-}" = --prepare ] && PREPARE=1
 source "$(dirname "$0")/common.sh"
 cd "$ROOT"
 
@@ -79,12 +85,17 @@ else
     fi
     # pg_crm is preloaded: a cluster still running from before (a make run that did not get
     # to stop it) holds the previous build in memory. Restart it, so this build is what runs.
-    if [ -f "$DATA/pg/postmaster.pid" ]; then
-        say "restarting the local cluster to load this build of pg_crm"
-        "$ROOT/scripts/pgcluster" stop "$pgc" "$DATA/pg"
+    if [ -n "$PREPARE" ] && [ -f "$DATA/pg/postmaster.pid" ] \
+        && "$(dirname "$pgc")/pg_isready" -q -h "$DATA/pg/run" -p "$PG_PORT"; then
+        say "using the local cluster that is running already"
+    else
+        if [ -f "$DATA/pg/postmaster.pid" ]; then
+            say "restarting the local cluster to load this build of pg_crm"
+            "$ROOT/scripts/pgcluster" stop "$pgc" "$DATA/pg"
+        fi
+        "$ROOT/scripts/pgcluster" start "$pgc" "$DATA/pg" "$PG_PORT" "$DATA/postgres.log"
+        started_cluster=1
     fi
-    "$ROOT/scripts/pgcluster" start "$pgc" "$DATA/pg" "$PG_PORT" "$DATA/postgres.log"
-    started_cluster=1
     psql_local=("$(dirname "$pgc")/psql" -X -q -v ON_ERROR_STOP=1 -h "$DATA/pg/run" -p "$PG_PORT" -U postgres)
     if [ -n "${fresh:-}" ]; then
         "${psql_local[@]}" -d postgres -v pw="$POSTGRES_PASSWORD" <<<"ALTER ROLE postgres PASSWORD :'pw'"
@@ -137,6 +148,10 @@ AURA_AUTHENTICATOR_URL=$edge_url
 AURA_MAIL_DIR=$AURA_MAIL_DIR
 ENV
 umask 022
+if [ -n "$PREPARE" ]; then
+    trap - INT TERM EXIT
+    exit 0
+fi
 if [ -n "${AURA_SMTP_URL:-}" ]; then
     mail_note="sent over SMTP (AURA_SMTP_URL)"
 else

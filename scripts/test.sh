@@ -45,6 +45,9 @@ pgrx-tests/lifecycle.sh "$PGC"
 say "edge unit tests and integration tests (tests/)"
 AURA_TEST_PG_CONFIG=$PGC cargo test -p edge -p aura-tests
 
+say "make bench in its tiny mode (every scenario runs; no figure is judged)"
+AURA_TEST_PG_CONFIG=$PGC scripts/bench.sh --tiny
+
 say "Dockerfile.postgres build steps"
 scripts/docker-build-steps.sh --check
 

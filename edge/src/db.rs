@@ -4,9 +4,12 @@
 //! nothing at session level: the role switch and every setting `crm_private.begin_request`
 //! makes are transaction-local, and no connection goes back to the pool inside a transaction.
 //!
-//! Statements are sent with `query_typed` (unnamed statement, one round trip), never as named
-//! prepared statements, so the edge also works behind PgBouncer/Supavisor in transaction mode
-//! and an extension upgrade cannot leave stale prepared statements behind.
+//! A request's whole transaction (`BEGIN` with the role switch, the gate, the call, `COMMIT`)
+//! leaves in one round trip: the statements are pipelined (see [`pipeline`]). They are sent
+//! with `query_typed` (unnamed statements), never as named prepared statements, so the edge
+//! also works behind PgBouncer/Supavisor in transaction mode and an extension upgrade cannot
+//! leave stale prepared statements behind. The plans are kept on the server side instead: the
+//! gate and the `api` functions keep theirs per connection.
 //!
 //! A request whose client goes away is dropped mid-statement by the HTTP server. Its
 //! connection then does not simply return to the pool with the statement still running (and
@@ -64,9 +67,13 @@ pub struct Database {
     pool: Pool,
     tls: MakeRustls,
     fairness: Arc<Fairness>,
-    /// The role switch, plus a time limit so no request can hold a pooled connection for long.
-    set_role_sql: String,
-    /// The same for the auth endpoints, as `crm_auth`.
+    /// `BEGIN`, the role switch and a time limit (so no request can hold a pooled connection
+    /// for long), in one simple-protocol message: for writes, for reads, and for the auth
+    /// endpoints (as `crm_auth`).
+    begin_sql: String,
+    begin_read_only_sql: String,
+    begin_auth_sql: String,
+    /// The role switch and time limit alone, as `crm_auth`.
     set_auth_role_sql: String,
     /// The longest a request's transaction may take once it has its connection.
     transaction_limit: Duration,
@@ -108,6 +115,11 @@ impl Database {
             .recycle_timeout(Some(RECYCLE_TIMEOUT))
             .build()
             .map_err(|e| Error::Internal(format!("building the pool: {e}")))?;
+        let timeout_ms = config.statement_timeout.as_millis().max(1);
+        let set_role =
+            format!("SET LOCAL ROLE authenticated; SET LOCAL statement_timeout = {timeout_ms}");
+        let set_auth_role =
+            format!("SET LOCAL ROLE crm_auth; SET LOCAL statement_timeout = {timeout_ms}");
         Ok(Database {
             pool,
             tls,
@@ -116,14 +128,10 @@ impl Database {
                 config.tenant_queue,
                 POOL_WAIT_TIMEOUT,
             ),
-            set_role_sql: format!(
-                "SET LOCAL ROLE authenticated; SET LOCAL statement_timeout = {}",
-                config.statement_timeout.as_millis().max(1)
-            ),
-            set_auth_role_sql: format!(
-                "SET LOCAL ROLE crm_auth; SET LOCAL statement_timeout = {}",
-                config.statement_timeout.as_millis().max(1)
-            ),
+            begin_sql: format!("BEGIN; {set_role}"),
+            begin_read_only_sql: format!("BEGIN READ ONLY; {set_role}"),
+            begin_auth_sql: format!("BEGIN; {set_auth_role}"),
+            set_auth_role_sql: set_auth_role,
             transaction_limit: config.statement_timeout + TRANSACTION_MARGIN,
             ssl_mode,
         })
@@ -169,40 +177,16 @@ impl Database {
         work: &Work<'_>,
     ) -> Result<Value, Error> {
         let mut turn = Some(self.fairness.acquire(fairness_key).await?);
-        let begin = if read_only {
-            "BEGIN READ ONLY"
-        } else {
-            "BEGIN"
+        let opening = match (work, read_only) {
+            (Work::Rpc { .. }, true) => &self.begin_read_only_sql,
+            (Work::Rpc { .. }, false) => &self.begin_sql,
+            (Work::Auth { .. }, _) => &self.begin_auth_sql,
         };
         let mut retried = false;
         loop {
             let client = self.pool.get().await?;
             let request = InFlight::new(client, self.tls.clone(), turn.take());
-            let begun = tokio::time::timeout(
-                self.transaction_limit,
-                request.client().batch_execute(begin),
-            )
-            .await
-            .map_err(|_| {
-                Error::Unavailable("the database did not answer BEGIN in time".to_owned())
-            })?;
-            match begun {
-                Ok(()) => {}
-                Err(e) if is_connection_error(&e) && !retried => {
-                    turn = request.discard();
-                    retried = true;
-                    continue;
-                }
-                Err(e) => {
-                    request.discard();
-                    return Err(Error::from(e));
-                }
-            }
-            let role_sql = match work {
-                Work::Rpc { .. } => &self.set_role_sql,
-                Work::Auth { .. } => &self.set_auth_role_sql,
-            };
-            let running = in_transaction(request.client(), role_sql, work);
+            let running = pipeline(request.client(), opening, work);
             let outcome = match tokio::time::timeout(self.transaction_limit, running).await {
                 Ok(outcome) => outcome,
                 // The server enforces the statement timeout; no answer past it means the
@@ -213,7 +197,19 @@ impl Database {
                     ))
                 }
             };
-            return request.finish(outcome).await;
+            match outcome {
+                // The connection was dead before the transaction began (the first reply
+                // never came). Only a read-only request is surely safe to send again: a
+                // lost reply could hide a commit of the pipelined writes.
+                Err(failure) if failure.before_begin && read_only && !retried => {
+                    turn = request.discard();
+                    retried = true;
+                    tracing::debug!(error = %failure.error, "connection lost before BEGIN; retrying once");
+                    continue;
+                }
+                Err(failure) => return request.finish(Err(failure.error), failure.ended).await,
+                Ok(value) => return request.finish(Ok(value), true).await,
+            }
         }
     }
 
@@ -354,84 +350,154 @@ enum Work<'a> {
     },
 }
 
-async fn in_transaction(
-    client: &Object,
-    set_role_sql: &str,
-    work: &Work<'_>,
-) -> Result<Value, Error> {
-    // A missing role, schema or function here means pg_crm is not (fully) installed: a
-    // deployment problem, not a 404 for the client. Refusals (42501 etc.) map as usual.
-    let setup = |e: tokio_postgres::Error| match Error::from(e) {
-        Error::Db(db) if matches!(db.code.as_str(), "42883" | "42P01" | "3F000" | "42704") => {
-            Error::Internal(format!("request setup failed: {}: {}", db.code, db.message))
+/// Why a request's transaction failed, and in what state it left the connection.
+struct Failure {
+    error: Error,
+    /// The first reply (to `BEGIN`) never came: the connection was already dead.
+    before_begin: bool,
+    /// The server ended the transaction (the pipelined `COMMIT` became a rollback).
+    ended: bool,
+}
+
+/// The whole request transaction in one round trip: `BEGIN` with the role switch (one
+/// simple-protocol message), the gate, the call and `COMMIT` are issued together, and
+/// tokio-postgres pipelines statements whose futures are first polled together, in order.
+/// Each statement is unnamed (`query_typed`), so transaction-mode PgBouncer keeps working.
+///
+/// After a failure the server rejects the rest of the transaction (25P02) and turns the
+/// pipelined `COMMIT` into a rollback, so nothing is half-written; the first error in
+/// pipeline order is the request's answer.
+async fn pipeline(client: &Object, opening: &str, work: &Work<'_>) -> Result<Value, Failure> {
+    let begin = client.batch_execute(opening);
+    let (gate, call, args) = match work {
+        Work::Rpc { who, call, args } => {
+            let context: [(&(dyn ToSql + Sync), Type); 2] =
+                [(&who.claims, Type::JSONB), (&who.tenant_id, Type::UUID)];
+            let gate = async move { client.execute_typed(BEGIN_REQUEST_SQL, &context).await };
+            (Some(gate), Sql::Rpc(call), Some(*args))
         }
-        other => other,
+        Work::Auth { function, req } => (
+            None,
+            Sql::Auth(format!("SELECT crm_private.{function}($1::jsonb)"), req),
+            None,
+        ),
     };
-    client
-        .batch_execute(set_role_sql)
-        .await
-        .map_err(|e| match Error::from(e) {
-            Error::Db(db) => Error::Internal(format!(
-                "{set_role_sql} failed: {}: {}",
-                db.code, db.message
-            )),
+    let called = async {
+        match &call {
+            Sql::Rpc(call) => {
+                let arg: [(&(dyn ToSql + Sync), Type); 1] =
+                    [(args.expect("rpc args"), Type::JSONB)];
+                let params: &[_] = if call.takes_args { &arg } else { &[] };
+                if call.returns_void {
+                    client
+                        .execute_typed(&call.sql, params)
+                        .await
+                        .map(|_| Value::Null)
+                } else {
+                    json_of(client.query_typed_one(&call.sql, params).await)
+                }
+            }
+            Sql::Auth(sql, req) => {
+                json_of(client.query_typed_one(sql, &[(*req, Type::JSONB)]).await)
+            }
+        }
+    };
+    let gate = async {
+        match gate {
+            Some(gate) => gate.await.map(|_| ()),
+            None => Ok(()),
+        }
+    };
+    let commit = client.batch_execute("COMMIT");
+    // `join!` polls its branches in order on the first poll: the four requests leave in this
+    // order before any reply is awaited.
+    let (begun, gated, called, committed) = tokio::join!(begin, gate, called, commit);
+    let ended = match &committed {
+        Ok(()) => true,
+        Err(e) => e.as_db_error().is_some() && !is_connection_error(e),
+    };
+    let fail = |error: Error| Failure {
+        error,
+        before_begin: false,
+        ended,
+    };
+    if let Err(e) = begun {
+        if is_connection_error(&e) {
+            return Err(Failure {
+                error: Error::from(e),
+                before_begin: true,
+                ended: false,
+            });
+        }
+        return Err(fail(match Error::from(e) {
+            Error::Db(db) => {
+                Error::Internal(format!("{opening} failed: {}: {}", db.code, db.message))
+            }
             other => other,
-        })?;
-    let (who, call, args) = match work {
-        Work::Rpc { who, call, args } => (*who, *call, *args),
-        Work::Auth { function, req } => {
-            let sql = format!("SELECT crm_private.{function}($1::jsonb)");
-            let value = client
-                .query_typed_one(&sql, &[(*req, Type::JSONB)])
-                .await
-                .map_err(setup)?
-                .try_get::<_, Option<Value>>(0)?
-                .unwrap_or(Value::Null);
-            client.batch_execute("COMMIT").await?;
-            return Ok(value);
-        }
-    };
-    let context: [(&(dyn ToSql + Sync), Type); 2] =
-        [(&who.claims, Type::JSONB), (&who.tenant_id, Type::UUID)];
-    client
-        .execute_typed(BEGIN_REQUEST_SQL, &context)
-        .await
-        .map_err(setup)?;
-    let arg: [(&(dyn ToSql + Sync), Type); 1] = [(args, Type::JSONB)];
-    let params: &[_] = if call.takes_args { &arg } else { &[] };
-    let called = if call.returns_void {
-        client
-            .execute_typed(&call.sql, params)
-            .await
-            .map(|_| Value::Null)
-    } else {
-        match client.query_typed_one(&call.sql, params).await {
-            Ok(row) => row
-                .try_get::<_, Option<Value>>(0)
-                .map(|v| v.unwrap_or(Value::Null)),
-            Err(e) => Err(e),
-        }
-    };
-    let value = match called.map_err(Error::from) {
+        }));
+    }
+    gated.map_err(|e| fail(setup(e)))?;
+    let value = match called {
         Ok(value) => value,
-        Err(Error::Db(db)) if db.is_argument_conversion() && call.takes_args => {
-            return Err(Error::Db(name_the_argument(client, call, args, db).await));
+        Err(e) => {
+            let error = match (Error::from(e), &call) {
+                (Error::Db(db), Sql::Rpc(call))
+                    if db.is_argument_conversion() && call.takes_args =>
+                {
+                    if !ended {
+                        return Err(fail(Error::Db(db)));
+                    }
+                    let args = args.expect("rpc args");
+                    Error::Db(name_the_argument(client, call, args, db).await)
+                }
+                (Error::Db(db), Sql::Auth(..)) => setup_db(db),
+                (other, _) => other,
+            };
+            return Err(fail(error));
         }
-        Err(e) => return Err(e),
     };
-    client.batch_execute("COMMIT").await?;
+    committed.map_err(|e| fail(Error::from(e)))?;
     Ok(value)
 }
 
+/// The call's statement: an `api` function or a function of the auth service.
+enum Sql<'a> {
+    Rpc(&'a Call),
+    Auth(String, &'a Value),
+}
+
+/// The first column of a one-row result as JSON (SQL NULL is JSON null).
+fn json_of(
+    row: Result<tokio_postgres::Row, tokio_postgres::Error>,
+) -> Result<Value, tokio_postgres::Error> {
+    row?.try_get::<_, Option<Value>>(0)
+        .map(|v| v.unwrap_or(Value::Null))
+}
+
+/// A missing role, schema or function in the gate or an auth function means pg_crm is not
+/// (fully) installed: a deployment problem, not a 404 for the client. Refusals (42501 etc.)
+/// map as usual.
+fn setup(e: tokio_postgres::Error) -> Error {
+    match Error::from(e) {
+        Error::Db(db) => setup_db(db),
+        other => other,
+    }
+}
+
+fn setup_db(db: DbError) -> Error {
+    if matches!(db.code.as_str(), "42883" | "42P01" | "3F000" | "42704") {
+        Error::Internal(format!("request setup failed: {}: {}", db.code, db.message))
+    } else {
+        Error::Db(db)
+    }
+}
+
 /// After a call failed to convert one of its arguments (22xxx raised by the statement, not
-/// the function): ends the transaction and converts each argument alone, outside any
+/// the function) and its transaction has ended: converts each argument alone, outside any
 /// transaction and tenant context (nothing but the conversion runs), to name the first one
 /// that fails. Costs nothing on the way to a successful call. The original error stands if
 /// no argument fails alone or a probe cannot run.
 async fn name_the_argument(client: &Object, call: &Call, args: &Value, db: DbError) -> DbError {
-    if client.batch_execute("ROLLBACK").await.is_err() {
-        return db;
-    }
     for (name, sql) in &call.probes {
         let Some(value) = args.get(name) else {
             continue;
@@ -493,15 +559,16 @@ impl InFlight {
         self.turn.take()
     }
 
-    /// Ends the request: after an error, rolls back (or closes a broken connection). The
-    /// connection stays in the guard until then, so a drop mid-rollback still cleans up.
-    async fn finish(mut self, outcome: Result<Value, Error>) -> Result<Value, Error> {
+    /// Ends the request: after an error, rolls back unless the server already `ended` the
+    /// transaction (or closes a broken connection). The connection stays in the guard until
+    /// then, so a drop mid-rollback still cleans up.
+    async fn finish(mut self, outcome: Result<Value, Error>, ended: bool) -> Result<Value, Error> {
         if let Err(e) = &outcome {
             if breaks_connection(e) || self.client().is_closed() {
                 self.discard();
                 return outcome;
             }
-            if self.client().batch_execute("ROLLBACK").await.is_err() {
+            if !ended && self.client().batch_execute("ROLLBACK").await.is_err() {
                 self.discard();
                 return outcome;
             }
