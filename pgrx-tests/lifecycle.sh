@@ -140,10 +140,11 @@ for dir in "$here"/upgrade/*/; do
         psql -d "$db" -c "CREATE SCHEMA IF NOT EXISTS extensions"
         # As released: that version's control file.
         cp "$dir/pg_crm.control" "$extdir/pg_crm.control"
+        # CASCADE: from 0.4.0 the control file requires pg_trgm and btree_gin.
         if [ "$schema" = crm_private ]; then
-            psql -d "$db" -c "CREATE EXTENSION pg_crm VERSION '$old'"
+            psql -d "$db" -c "CREATE EXTENSION pg_crm VERSION '$old' CASCADE"
         else
-            psql -d "$db" -c "CREATE EXTENSION pg_crm VERSION '$old' SCHEMA $schema"
+            psql -d "$db" -c "CREATE EXTENSION pg_crm VERSION '$old' SCHEMA $schema CASCADE"
         fi
         cp "$work/current.control" "$extdir/pg_crm.control"
         # Rows written by the old version, one of them with a logo URL 0.1.0 accepted and

@@ -117,6 +117,7 @@ start_edge() { # NAME DATABASE_URL -> prints the edge's URL
     listen=127.0.0.1:$("$ROOT/scripts/pgcluster" free-port)
     AURA_LISTEN=$listen AURA_AUTHENTICATOR_URL=$url AURA_JWT_SECRET=$jwt_secret \
         AURA_DB_POOL_SIZE=$clients AURA_TENANT_POOL_SHARE=1 AURA_MAIL_DIR=$tmp/mail-$name \
+        AURA_RATE_LIMIT=1000000 \
         RUST_LOG=warn "$bin/aura-edge" >"$tmp/edge-$name.log" 2>&1 &
     pids+=($!)
     for _ in $(seq 100); do

@@ -8,8 +8,9 @@ REVOKE ALL ON ALL FUNCTIONS IN SCHEMA core, crm_private, api FROM PUBLIC;
 -- ...and functions later upgrade scripts add start without PUBLIC's EXECUTE too.
 ALTER DEFAULT PRIVILEGES IN SCHEMA core, crm, crm_private, api REVOKE EXECUTE ON FUNCTIONS FROM PUBLIC;
 
--- crm_owner owns the tables; foreign-key checks run as the referenced table's owner.
-GRANT USAGE ON SCHEMA core, crm TO crm_owner;
+-- crm_owner owns the tables; foreign-key checks and cascades run as a table's owner (a
+-- tenant's deletion cascades to crm_private.rate_limits).
+GRANT USAGE ON SCHEMA core, crm, crm_private TO crm_owner;
 
 -- authenticated: the role every edge request runs as (SET LOCAL ROLE), after
 -- crm_private.begin_request has set its tenant context.
@@ -171,7 +172,8 @@ GRANT EXECUTE ON FUNCTION
     crm_private.auth_redirect_target(jsonb),
     crm_private.outbox_claim(integer, integer),
     crm_private.outbox_sent(bigint),
-    crm_private.outbox_failed(bigint, text)
+    crm_private.outbox_failed(bigint, text),
+    crm_private.rate_limit_sync(uuid, bigint, text[], integer[])
 TO crm_auth;
 
 -- On Supabase, GoTrue calls the access token hook as supabase_auth_admin.

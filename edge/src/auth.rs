@@ -622,7 +622,7 @@ pub fn cors_headers(origins: &[String], request_headers: &HeaderMap, response: &
     response.insert(
         header::ACCESS_CONTROL_EXPOSE_HEADERS,
         HeaderValue::from_static(
-            "x-request-id, x-total-count, link, retry-after, x-supabase-api-version, content-range",
+            "x-request-id, x-total-count, link, retry-after, x-supabase-api-version, content-range, ratelimit-limit, ratelimit-remaining, ratelimit-reset",
         ),
     );
 }

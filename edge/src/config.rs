@@ -24,6 +24,8 @@ use crate::pgtls::DbTarget;
 /// | `AURA_STATEMENT_TIMEOUT` | longest a request's statements may run | `15s` |
 /// | `AURA_TENANT_POOL_SHARE` | the share of the pool one tenant may hold at once, `0 < share <= 1` | `0.5` |
 /// | `AURA_TENANT_QUEUE` | requests of one tenant that may wait for its share; more get 429 | `64` |
+/// | `AURA_RATE_LIMIT` | API requests per user and minute, across all edges (0: off); operators set a tenant's own with `crm_private.set_rate_limit` | `100` |
+/// | `AURA_RATE_LIMIT_SYNC` | how often each edge shares its request counts through the database | `1s` |
 /// | `AURA_HTTP_MAX_CONNECTIONS` | open client connections; at the cap the longest-idle one is closed for a new one | `1000` |
 /// | `AURA_HTTP_HEADER_TIMEOUT` | time to receive a request's headers | `10s` |
 /// | `AURA_HTTP_BODY_TIMEOUT` | time to receive a request body, and to send a response | `30s` |
@@ -57,6 +59,11 @@ pub struct Config {
     pub statement_timeout: Duration,
     pub tenant_pool_share: f64,
     pub tenant_queue: usize,
+    /// Requests per user and minute across all edges (0: off), unless operators set a
+    /// tenant's own (`crm_private.set_rate_limit`).
+    pub rate_limit: u32,
+    /// How often this edge shares its request counts with the others.
+    pub rate_limit_sync: Duration,
     pub http: HttpLimits,
     pub jwt: JwtConfig,
     pub listen: SocketAddr,
@@ -196,6 +203,8 @@ impl Config {
             statement_timeout: Duration::from_secs(15),
             tenant_pool_share: 0.5,
             tenant_queue: 64,
+            rate_limit: 100,
+            rate_limit_sync: Duration::from_secs(1),
             http: HttpLimits::default(),
             jwt,
             listen: SocketAddr::from(([127, 0, 0, 1], 3000)),
@@ -277,6 +286,12 @@ impl Config {
             None => defaults.tenant_pool_share,
         };
         let tenant_queue = count("AURA_TENANT_QUEUE", defaults.tenant_queue, 0..=100_000)?;
+        let rate_limit = count(
+            "AURA_RATE_LIMIT",
+            defaults.rate_limit as usize,
+            0..=1_000_000,
+        )? as u32;
+        let rate_limit_sync = duration("AURA_RATE_LIMIT_SYNC", defaults.rate_limit_sync)?;
         let d = HttpLimits::default();
         let http = HttpLimits {
             max_connections: count(
@@ -414,6 +429,8 @@ impl Config {
             statement_timeout,
             tenant_pool_share,
             tenant_queue,
+            rate_limit,
+            rate_limit_sync,
             http,
             jwt,
             listen,

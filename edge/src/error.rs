@@ -57,6 +57,9 @@ pub enum Error {
     /// The tenant already holds its share of the database connections and its queue is full
     /// or did not move in time (429, `53300`, `Retry-After`).
     TenantBusy,
+    /// The user has used up their requests for this minute (429, `53400`, `Retry-After` and
+    /// the `RateLimit-*` headers, see [`crate::ratelimit`]).
+    RateLimited { limit: u32 },
     /// An error raised by PostgreSQL during the request, mapped by its SQLSTATE.
     Db(DbError),
     /// The database cannot be reached or the connection broke (503, `PGRST001`).
@@ -139,6 +142,10 @@ impl std::fmt::Display for Error {
             Error::BodyTimeout => f.write_str("The request body did not arrive in time"),
             Error::TenantBusy => f.write_str(
                 "Too many requests of this workspace are running at once; retry shortly",
+            ),
+            Error::RateLimited { limit } => write!(
+                f,
+                "Rate limit reached: {limit} requests a minute per user; retry after the Retry-After delay"
             ),
             Error::Db(e) => {
                 write!(f, "{}: {}", e.code, e.message)?;
@@ -276,6 +283,7 @@ impl Error {
             Error::HeadersTooLarge { .. } => (StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "54000"),
             Error::BodyTimeout => (StatusCode::REQUEST_TIMEOUT, "57014"),
             Error::TenantBusy => (StatusCode::TOO_MANY_REQUESTS, "53300"),
+            Error::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "53400"),
             Error::Db(e) => return (status_for_sqlstate(&e.code), e.code.clone()),
             Error::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "PGRST001"),
             Error::Internal(_) | Error::Config(_) | Error::Io(_) => {

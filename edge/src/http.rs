@@ -53,6 +53,7 @@ pub struct AppState {
     pub signer: Option<crate::auth::Signer>,
     /// Browser origins allowed by CORS (`*`: any).
     pub cors_origins: Vec<String>,
+    pub rate_limiter: Arc<crate::ratelimit::RateLimiter>,
     catalog: RwLock<Option<Arc<Catalog>>>,
     /// Serializes reloads and remembers when the last one happened.
     reload: tokio::sync::Mutex<Option<Instant>>,
@@ -76,6 +77,7 @@ impl AppState {
         limits: HttpLimits,
         signer: Option<crate::auth::Signer>,
         cors_origins: Vec<String>,
+        rate_limiter: Arc<crate::ratelimit::RateLimiter>,
     ) -> AppState {
         AppState {
             verifier,
@@ -83,6 +85,7 @@ impl AppState {
             limits,
             signer,
             cors_origins,
+            rate_limiter,
             catalog: RwLock::new(None),
             reload: tokio::sync::Mutex::new(None),
             last_ready: std::sync::Mutex::new(None),
@@ -350,6 +353,7 @@ async fn rpc_call(
     body: Body,
 ) -> Response {
     let mut info = RequestInfo::default();
+    let mut rate = None;
     let result = async {
         let Path(name) = function.map_err(|_| Error::NoRoute)?;
         if !rpc::valid_function_name(&name) {
@@ -373,6 +377,15 @@ async fn rpc_call(
         };
         let who = authenticate(&state.verifier, &headers).await?;
         info.tenant_id = who.tenant_id;
+        // Counted here, in this edge's memory: no database round trip (see ratelimit).
+        rate = state
+            .rate_limiter
+            .check(&format!("user:{}", who.user_id), who.tenant_id);
+        if let Some(decision) = rate.filter(|d| !d.allowed) {
+            return Err(Error::RateLimited {
+                limit: decision.limit,
+            });
+        }
         let (f, args) = if read_only {
             let Query(pairs) = Query::<Vec<(String, String)>>::try_from_uri(&uri)
                 .map_err(|_| Error::BadRequest("Malformed query string".to_owned()))?;
@@ -408,6 +421,9 @@ async fn rpc_call(
     }
     .await;
     let mut response = result.unwrap_or_else(IntoResponse::into_response);
+    if let Some(decision) = rate {
+        decision.apply(response.headers_mut());
+    }
     response.extensions_mut().insert(info);
     response
 }

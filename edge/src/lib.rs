@@ -27,6 +27,7 @@ pub mod http;
 pub mod jwt;
 pub mod mail;
 pub mod pgtls;
+pub mod ratelimit;
 pub mod rpc;
 pub mod server;
 
@@ -78,16 +79,24 @@ pub async fn serve(
     );
     let signer = auth::Signer::new(&config.jwt, &config.auth)?;
     let issues_tokens = signer.is_some();
+    let limiter = Arc::new(ratelimit::RateLimiter::new(config.rate_limit));
     let state = Arc::new(http::AppState::new(
         verifier,
         db,
         config.http.clone(),
         signer,
         config.auth.cors_origins.clone(),
+        limiter.clone(),
+    ));
+    let rate_sync = tokio::spawn(ratelimit::run(
+        limiter,
+        state.clone(),
+        config.rate_limit_sync,
     ));
     // The outbox sender runs where the auth service does.
     let sender = issues_tokens.then(|| tokio::spawn(mail::run(state.clone(), config.auth.clone())));
     let served = server::run(listener, http::router(state), config.http, shutdown).await;
+    rate_sync.abort();
     if let Some(task) = jwks_refresh {
         task.abort();
     }

@@ -91,6 +91,11 @@ extension_sql_file!(
         crm::organization_duplicate
     ]
 );
+extension_sql_file!(
+    "../../sql/ratelimit.sql",
+    name = "ratelimit",
+    requires = ["crm"]
+);
 extension_sql_file!("../../sql/grants.sql", name = "grants", finalize);
 
 #[pg_guard]

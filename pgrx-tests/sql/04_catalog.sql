@@ -9,13 +9,15 @@ CREATE TEMP VIEW crm_tables AS
 SELECT name FROM crm_tables ORDER BY name::text;
 
 -- The tables that are not tenant-scoped, named one by one: the tenant registry, the role and
--- permission reference tables every tenant shares, and the auth service's platform tables
--- (reached only through SECURITY DEFINER functions). Every other table is a tenant table.
+-- permission reference tables every tenant shares, and the platform tables of the auth service
+-- and of the edges' rate limits (reached only through SECURITY DEFINER functions and operator
+-- functions). Every other table is a tenant table.
 CREATE TEMP VIEW platform_tables AS
     SELECT c.oid AS rel, c.oid::regclass AS name FROM pg_class c
     WHERE c.oid IN ('core.tenants'::regclass, 'core.roles'::regclass, 'core.permissions'::regclass,
                     'core.role_permissions'::regclass, 'core.email_outbox'::regclass,
-                    'crm_private.auth_settings'::regclass, 'crm_private.auth_throttle'::regclass);
+                    'crm_private.auth_settings'::regclass, 'crm_private.auth_throttle'::regclass,
+                    'crm_private.rate_limits'::regclass, 'crm_private.rate_usage'::regclass);
 CREATE TEMP VIEW tenant_tables AS
     SELECT * FROM crm_tables WHERE rel NOT IN (SELECT rel FROM platform_tables);
 

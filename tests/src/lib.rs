@@ -42,6 +42,10 @@ pub struct Cluster {
     dir: PathBuf,
     pub port: u16,
     pub tls: Tls,
+    /// With `AURA_TEST_VIA_PGBOUNCER=1`: PgBouncer in transaction mode in front of the
+    /// cluster, on this port; the edge's connection string ([`Cluster::authenticator_url`])
+    /// then goes through it.
+    pub bouncer_port: Option<u16>,
 }
 
 /// Certificates made for one cluster: a CA, the server's certificate for `localhost` and
@@ -174,8 +178,20 @@ impl Cluster {
             dir,
             port,
             tls,
+            bouncer_port: None,
         };
         cluster.first_start();
+        if std::env::var("AURA_TEST_VIA_PGBOUNCER").is_ok_and(|v| v == "1") {
+            let bouncer_port: u16 = pgcluster(&["free-port"]).parse().expect("a port");
+            let dir = cluster.dir.join("bouncer");
+            pgcluster(&[
+                "bouncer",
+                dir.to_str().expect("utf-8 path"),
+                &port.to_string(),
+                &bouncer_port.to_string(),
+            ]);
+            cluster.bouncer_port = Some(bouncer_port);
+        }
         let admin = cluster.connect("postgres").await;
         admin
             .batch_execute("CREATE DATABASE aura")
@@ -270,8 +286,12 @@ impl Cluster {
     }
 
     /// The edge's connection string (logs in as `authenticator`), over TLS with the server's
-    /// certificate and name verified; `AURA_TEST_DB_SSLMODE` picks another sslmode.
+    /// certificate and name verified; `AURA_TEST_DB_SSLMODE` picks another sslmode. Through
+    /// PgBouncer (see [`Cluster::bouncer_port`]) without TLS, on the loopback.
     pub fn authenticator_url(&self) -> String {
+        if let Some(bouncer) = self.bouncer_port {
+            return format!("postgresql://authenticator@127.0.0.1:{bouncer}/aura?sslmode=disable");
+        }
         let mode = std::env::var("AURA_TEST_DB_SSLMODE").unwrap_or_else(|_| "verify-full".into());
         self.authenticator_url_with(&format!(
             "sslmode={mode}&sslrootcert={}",
@@ -307,10 +327,18 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
+        if self.bouncer_port.is_some() {
+            let _ = Command::new(root().join("scripts/pgcluster"))
+                .args(["bouncer-stop", &self.dir.join("bouncer").to_string_lossy()])
+                .output();
+        }
         let _ = Command::new(root().join("scripts/pgcluster"))
             .args(["stop", &self.pg_config, &self.data()])
             .output();
-        let _ = std::fs::remove_dir_all(&self.dir);
+        // AURA_TEST_KEEP=1 keeps the directory (server and PgBouncer logs) for a post-mortem.
+        if !std::env::var("AURA_TEST_KEEP").is_ok_and(|v| v == "1") {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }
 
@@ -336,6 +364,9 @@ impl Edge {
         // Email goes to files in a directory of this cluster's (see [`Cluster::mail_dir`]).
         config.auth.mail_dir = cluster.mail_dir();
         config.auth.mail_poll = std::time::Duration::from_millis(100);
+        // The limiter runs, but the suite's users make more than 100 requests a minute;
+        // tests/tests/edges.rs turns it down.
+        config.rate_limit = 100_000;
         config
     }
 

@@ -108,7 +108,8 @@ async fn a_request_transaction_is_one_round_trip() {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let proxy_port = listener.local_addr().expect("addr").port();
     let released = Arc::new(AtomicUsize::new(0));
-    let upstream = cluster.port;
+    // Through PgBouncer when the suite runs that way (AURA_TEST_VIA_PGBOUNCER).
+    let upstream = cluster.bouncer_port.unwrap_or(cluster.port);
     let counter = released.clone();
     tokio::spawn(async move {
         while let Ok((client, _)) = listener.accept().await {
