@@ -126,14 +126,17 @@ impl RateLimiter {
         })
     }
 
-    /// What to report: the window and this edge's counts in it.
-    fn snapshot(&self) -> (u64, Vec<String>, Vec<i32>) {
-        let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        let window = if state.window == 0 {
-            now_secs() / WINDOW_SECS
-        } else {
-            state.window
-        };
+    /// What to report: the clock's current window and this edge's counts in it. An edge that
+    /// admitted nothing yet this minute still moves to it, so it learns the other edges'
+    /// counts before its first request of the minute.
+    fn snapshot_at(&self, now: u64) -> (u64, Vec<String>, Vec<i32>) {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let window = now / WINDOW_SECS;
+        if state.window != window {
+            state.window = window;
+            state.mine.clear();
+            state.others.clear();
+        }
         let (subjects, hits) = state
             .mine
             .iter()
@@ -152,8 +155,7 @@ impl RateLimiter {
                 .filter_map(|(k, v)| Some((k.parse().ok()?, count(v)?)))
                 .collect();
         }
-        if state.window == window || state.window == 0 {
-            state.window = window;
+        if state.window == window {
             if let Some(others) = answer["others"].as_object() {
                 state.others = others
                     .iter()
@@ -165,7 +167,7 @@ impl RateLimiter {
 
     /// One report to the database and its answer.
     pub async fn sync(&self, db: &Database) -> Result<(), crate::error::Error> {
-        let (window, subjects, hits) = self.snapshot();
+        let (window, subjects, hits) = self.snapshot_at(now_secs());
         let window_param = i64::try_from(window).unwrap_or(i64::MAX);
         let params: [(&(dyn ToSql + Sync), Type); 4] = [
             (&self.edge_id, Type::UUID),
@@ -263,6 +265,21 @@ mod tests {
         // An answer about a past minute does not count against the current one.
         rl.absorb(99, &json!({"others": {"u": 100}}));
         assert!(rl.check_at("u", Some(tenant), 6004).unwrap().allowed);
+    }
+
+    #[test]
+    fn an_idle_edge_learns_the_new_minute_from_its_report() {
+        let rl = RateLimiter::new(10);
+        rl.check_at("u", None, 6000); // minute 100
+        let (window, subjects, _) = rl.snapshot_at(6061); // minute 101, nothing admitted yet
+        assert_eq!((window, subjects.len()), (101, 0));
+        rl.absorb(101, &json!({"others": {"u": 9}}));
+        let d = rl.check_at("u", None, 6062).unwrap();
+        assert_eq!(
+            (d.allowed, d.remaining),
+            (true, 0),
+            "the other edges' 9 count"
+        );
     }
 
     #[test]
