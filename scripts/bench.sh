@@ -28,6 +28,7 @@ cleanup() {
     local rc=$?
     trap - EXIT INT TERM
     for pid in ${pids[@]+"${pids[@]}"}; do kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null; done
+    if [ -n "${bouncer_dir:-}" ]; then "$ROOT/scripts/pgcluster" bouncer-stop "$bouncer_dir" || true; fi
     if [ -n "$cluster" ]; then "$ROOT/scripts/pgcluster" stop "$pgc" "$cluster" >/dev/null || true; fi
     if [ "$rc" -ne 0 ]; then
         for f in "$tmp"/*.log; do [ -s "$f" ] && { echo "--- last lines of $(basename "$f")" >&2; tail -n 15 "$f" >&2; }; done
@@ -54,6 +55,7 @@ if [ -n "$TINY" ]; then
     sock=$cluster/run
     jwt_secret=tiny-bench-secret-of-at-least-32-bytes
     edge_db_url="postgresql://authenticator@127.0.0.1:$port/aura?sslmode=disable"
+    userlist=
     few_db_url="postgresql://authenticator@127.0.0.1:$port/aura_few?sslmode=disable"
     psql_bin=$(dirname "$pgc")/psql
     "$psql_bin" -X -q -v ON_ERROR_STOP=1 -h "$sock" -p "$port" -U postgres -d postgres -c "CREATE DATABASE aura"
@@ -82,6 +84,12 @@ else
     set -a; source "$DATA/keys.env"; set +a
     jwt_secret=$AURA_JWT_SECRET
     edge_db_url=$AURA_AUTHENTICATOR_URL
+    # shellcheck disable=SC1091
+    source "$DATA/secrets.env"
+    umask 077
+    printf '"authenticator" "%s"\n' "$AUTHENTICATOR_PASSWORD" >"$tmp/userlist.txt"
+    umask 022
+    userlist=$tmp/userlist.txt
     few_db_url=${AURA_AUTHENTICATOR_URL%/aura*}/aura_few
     psql_bin=$(dirname "$pgc")/psql
     seeded=$("$psql_bin" -X -At -h "$sock" -p "$port" -U postgres -d aura -c "SELECT count(*) FROM core.tenants WHERE slug = 'seed-big'")
@@ -113,22 +121,29 @@ bin=$CARGO_TARGET_DIR/$profile
 
 clients=${BENCH_CLIENTS:-16}
 start_edge() { # NAME DATABASE_URL -> prints the edge's URL
-    local name=$1 url=$2 listen
+    local name=$1 url=$2 limit=${3:-1000000} listen
     listen=127.0.0.1:$("$ROOT/scripts/pgcluster" free-port)
     AURA_LISTEN=$listen AURA_AUTHENTICATOR_URL=$url AURA_JWT_SECRET=$jwt_secret \
         AURA_DB_POOL_SIZE=$clients AURA_TENANT_POOL_SHARE=1 AURA_MAIL_DIR=$tmp/mail-$name \
-        AURA_RATE_LIMIT=1000000 \
+        AURA_RATE_LIMIT=$limit \
         RUST_LOG=warn "$bin/aura-edge" >"$tmp/edge-$name.log" 2>&1 &
     pids+=($!)
-    for _ in $(seq 100); do
+    for _ in $(seq 200); do
         curl -fsS "http://$listen/ready" >/dev/null 2>&1 && { echo "http://$listen"; return 0; }
         sleep 0.1
     done
     echo "bench: the $name edge did not become ready" >&2
     return 1
 }
+# The edges: on the seeded database (its rate limiter on, with a limit the load never reaches),
+# on the few-tenants database, through PgBouncer, and with the limiter off.
 edge_many=$(start_edge many "$edge_db_url")
 edge_few=$(start_edge few "$few_db_url")
+bouncer_port=$("$ROOT/scripts/pgcluster" free-port)
+bouncer_dir=$tmp/bouncer
+"$ROOT/scripts/pgcluster" bouncer "$bouncer_dir" "$port" "$bouncer_port" ${userlist:+"$userlist"}
+edge_bouncer=$(start_edge bouncer "postgresql://authenticator@127.0.0.1:$bouncer_port/aura?sslmode=disable")
+edge_unlimited=$(start_edge unlimited "$edge_db_url" 0)
 
 commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 git diff --quiet HEAD 2>/dev/null || commit="$commit+changes"
@@ -139,6 +154,7 @@ if [ -z "$TINY" ]; then
     json=bench/results/$(date -u +%Y%m%dT%H%M%SZ)-${commit%+changes}.json
 fi
 export BENCH_EDGE_URL=$edge_many BENCH_FEW_EDGE_URL=$edge_few \
+    BENCH_BOUNCER_EDGE_URL=$edge_bouncer BENCH_UNLIMITED_EDGE_URL=$edge_unlimited \
     BENCH_ADMIN_URL="host=$sock port=$port user=postgres dbname=aura" \
     BENCH_FEW_ADMIN_URL="host=$sock port=$port user=postgres dbname=aura_few" \
     BENCH_PG_HOST=$sock BENCH_PG_PORT=$port BENCH_DB=aura \
@@ -150,5 +166,5 @@ else
     export BENCH_MANY_LABEL="$("${psql_su[@]}" -At -d aura -c "SELECT to_char(count(*), 'FM9,999,999') FROM core.tenants") tenants" \
         BENCH_FEW_LABEL="$("${psql_su[@]}" -At -d aura_few -c "SELECT count(*) FROM core.tenants") tenants"
 fi
-say "bench: edges at $edge_many (aura) and $edge_few (aura_few)"
+say "bench: edges at $edge_many (aura), $edge_few (aura_few), $edge_bouncer (aura through PgBouncer) and $edge_unlimited (no rate limiter)"
 "$bin/aura-bench"

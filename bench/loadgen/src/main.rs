@@ -49,6 +49,10 @@ struct Settings {
     few_admin: Option<String>,
     few_label: String,
     many_label: String,
+    /// The same database through PgBouncer (transaction mode), and an edge with the rate
+    /// limiter off: measured for the main scenarios only.
+    bouncer_edge: Option<String>,
+    unlimited_edge: Option<String>,
     json_out: Option<PathBuf>,
     /// pgbench runs this many transactions per client instead of `seconds` (tiny mode).
     pgbench_transactions: Option<u64>,
@@ -83,6 +87,8 @@ impl Settings {
             few_edge: std::env::var("BENCH_FEW_EDGE_URL").ok(),
             few_admin: std::env::var("BENCH_FEW_ADMIN_URL").ok(),
             few_label: env_or("BENCH_FEW_LABEL", "10 tenants"),
+            bouncer_edge: std::env::var("BENCH_BOUNCER_EDGE_URL").ok(),
+            unlimited_edge: std::env::var("BENCH_UNLIMITED_EDGE_URL").ok(),
             many_label: env_or("BENCH_MANY_LABEL", "1,000 tenants"),
             json_out: std::env::var("BENCH_JSON").ok().map(PathBuf::from),
             pgbench_transactions: match std::env::var("BENCH_PGBENCH_TRANSACTIONS") {
@@ -810,7 +816,19 @@ struct Row {
     pgbench_tps: f64,
     bare_tps: f64,
     no_rls_tps: f64,
+    /// The main scenarios: through PgBouncer, and with the rate limiter off.
+    bouncer: Option<EdgeFigures>,
+    unlimited: Option<EdgeFigures>,
 }
+
+/// The scenarios measured through PgBouncer and without the rate limiter too.
+const MAIN: [&str; 5] = [
+    "get_contact",
+    "list_manager_1",
+    "search_name_rep",
+    "deal_filter",
+    "create_contact",
+];
 
 fn ratio(a: f64, b: f64) -> f64 {
     if b > 0.0 {
@@ -921,12 +939,35 @@ async fn run() -> Result<(), Failure> {
             &transaction_script(scenario, &sql, ids, true, s.statement_timeout_ms),
             &vars,
         )?;
+        let mut extra = Vec::new();
+        for url in [&s.bouncer_edge, &s.unlimited_edge] {
+            let figures = match url {
+                Some(url) if MAIN.contains(&scenario.key) => {
+                    let f = drive_edge(&http, url, scenario, s.clients, s.warmup, s.seconds).await;
+                    if f.errors > 0 || f.requests == 0 {
+                        errors.push(format!(
+                            "{} at {url}: {} errors; first: {}",
+                            scenario.name,
+                            f.errors,
+                            f.first_error.clone().unwrap_or_default()
+                        ));
+                    }
+                    Some(f)
+                }
+                _ => None,
+            };
+            extra.push(figures);
+        }
+        let unlimited = extra.pop().flatten();
+        let bouncer = extra.pop().flatten();
         let row = Row {
             scenario: scenario.name.clone(),
             edge,
             pgbench_tps: same,
             bare_tps: if scenario.get { bare_ro } else { bare_rw },
             no_rls_tps: owner,
+            bouncer,
+            unlimited,
         };
         println!(
             "  {:<58} edge {:>7.0} tps  p95 {:>6.1} ms | pgbench {:>7.0} | no RLS {:>7.0}",
@@ -1016,6 +1057,8 @@ async fn run() -> Result<(), Failure> {
                 "edge_vs_pgbench": ratio(r.edge.tps, r.pgbench_tps),
                 "pgbench_vs_bare": ratio(r.pgbench_tps, r.bare_tps),
                 "rls_vs_no_rls": ratio(r.pgbench_tps, r.no_rls_tps),
+                "edge_via_pgbouncer": r.bouncer.as_ref().map(|f| json!({ "tps": f.tps, "p50_ms": f.p50_ms, "p95_ms": f.p95_ms, "p99_ms": f.p99_ms })),
+                "edge_rate_limiter_off": r.unlimited.as_ref().map(|f| json!({ "tps": f.tps, "p50_ms": f.p50_ms, "p95_ms": f.p95_ms, "p99_ms": f.p99_ms })),
             })).collect::<Vec<_>>(),
             "small": small_rows.iter().map(|(name, many, few)| json!({
                 "scenario": name,
@@ -1069,6 +1112,44 @@ fn render(
             ratio(r.pgbench_tps, r.bare_tps),
             r.no_rls_tps,
             ratio(r.pgbench_tps, r.no_rls_tps)
+        );
+    }
+    let _ = writeln!(t);
+    let _ = writeln!(
+        t,
+        "The main scenarios through PgBouncer (transaction mode) and with the rate limiter off"
+    );
+    let _ = writeln!(t);
+    let _ = writeln!(t, "| scenario | edge tps | via PgBouncer tps | p95 ms | PgBouncer / direct | limiter off tps | limiter on / off |");
+    let _ = writeln!(t, "|---|---:|---:|---:|---:|---:|---:|");
+    for r in big
+        .iter()
+        .filter(|r| r.bouncer.is_some() || r.unlimited.is_some())
+    {
+        let cell = |f: &Option<EdgeFigures>| {
+            f.as_ref()
+                .map(|f| format!("{:.0}", f.tps))
+                .unwrap_or_else(|| "-".into())
+        };
+        let _ = writeln!(
+            t,
+            "| {} | {:.0} | {} | {} | {} | {} | {} |",
+            r.scenario,
+            r.edge.tps,
+            cell(&r.bouncer),
+            r.bouncer
+                .as_ref()
+                .map(|f| format!("{:.1}", f.p95_ms))
+                .unwrap_or_else(|| "-".into()),
+            r.bouncer
+                .as_ref()
+                .map(|f| format!("{:.2}", ratio(f.tps, r.edge.tps)))
+                .unwrap_or_else(|| "-".into()),
+            cell(&r.unlimited),
+            r.unlimited
+                .as_ref()
+                .map(|f| format!("{:.2}", ratio(r.edge.tps, f.tps)))
+                .unwrap_or_else(|| "-".into()),
         );
     }
     let _ = writeln!(t);
