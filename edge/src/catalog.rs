@@ -240,14 +240,27 @@ fn responses(result: Value) -> Value {
         json!({"description": description,
                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}})
     };
+    let rate_headers = json!({
+        "RateLimit-Limit": {"description": "Requests allowed per user and minute", "schema": {"type": "integer"}},
+        "RateLimit-Remaining": {"description": "Requests left in this minute", "schema": {"type": "integer"}},
+        "RateLimit-Reset": {"description": "Seconds until the minute ends", "schema": {"type": "integer"}},
+    });
+    let mut limited = error(
+        "Too many requests: the user's rate limit for this minute (53400), or the workspace's share of the database connections (53300); retry after the Retry-After delay",
+    );
+    limited["headers"] = rate_headers.clone();
+    limited["headers"]["Retry-After"] =
+        json!({"description": "Seconds to wait", "schema": {"type": "integer"}});
     json!({
-        "200": {"description": "The function's result", "content": {"application/json": {"schema": result}}},
+        "200": {"description": "The function's result", "headers": rate_headers,
+                "content": {"application/json": {"schema": result}}},
         "400": error("Bad request: malformed body or invalid argument value"),
         "401": error("Missing, expired or invalid token"),
         "403": error("Not allowed (no active membership of the tenant, or a permission rule)"),
         "404": error("No such function or argument names, or a record was not found"),
         "405": error("Method not allowed"),
         "409": error("Conflict with existing data"),
+        "429": limited,
         "500": error("Internal server error"),
         "503": error("Database unavailable; retry after the Retry-After delay"),
     })
@@ -436,6 +449,9 @@ pub(crate) mod tests {
             create["post"]["responses"]["403"]["content"]["application/json"]["schema"]["$ref"],
             "#/components/schemas/Error"
         );
+        let limited = &create["post"]["responses"]["429"];
+        assert!(limited["headers"]["Retry-After"].is_object());
+        assert!(create["post"]["responses"]["200"]["headers"]["RateLimit-Remaining"].is_object());
         let list = &doc["paths"]["/rpc/list_contacts"];
         assert_eq!(list["get"]["parameters"][0]["name"], "page_size");
         assert_eq!(list["get"]["parameters"][0]["schema"]["type"], "integer");
