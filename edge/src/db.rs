@@ -369,24 +369,27 @@ struct Failure {
 /// pipeline order is the request's answer.
 async fn pipeline(client: &Object, opening: &str, work: &Work<'_>) -> Result<Value, Failure> {
     let begin = client.batch_execute(opening);
-    let (gate, call, args) = match work {
-        Work::Rpc { who, call, args } => {
-            let context: [(&(dyn ToSql + Sync), Type); 2] =
-                [(&who.claims, Type::JSONB), (&who.tenant_id, Type::UUID)];
-            let gate = async move { client.execute_typed(BEGIN_REQUEST_SQL, &context).await };
-            (Some(gate), Sql::Rpc(call), Some(*args))
+    let gate = async {
+        match work {
+            Work::Rpc { who, .. } => {
+                let context: [(&(dyn ToSql + Sync), Type); 2] =
+                    [(&who.claims, Type::JSONB), (&who.tenant_id, Type::UUID)];
+                client
+                    .execute_typed(BEGIN_REQUEST_SQL, &context)
+                    .await
+                    .map(|_| ())
+            }
+            Work::Auth { .. } => Ok(()),
         }
-        Work::Auth { function, req } => (
-            None,
-            Sql::Auth(format!("SELECT crm_private.{function}($1::jsonb)"), req),
-            None,
-        ),
+    };
+    let auth_sql = match work {
+        Work::Auth { function, .. } => format!("SELECT crm_private.{function}($1::jsonb)"),
+        Work::Rpc { .. } => String::new(),
     };
     let called = async {
-        match &call {
-            Sql::Rpc(call) => {
-                let arg: [(&(dyn ToSql + Sync), Type); 1] =
-                    [(args.expect("rpc args"), Type::JSONB)];
+        match work {
+            Work::Rpc { call, args, .. } => {
+                let arg: [(&(dyn ToSql + Sync), Type); 1] = [(*args, Type::JSONB)];
                 let params: &[_] = if call.takes_args { &arg } else { &[] };
                 if call.returns_void {
                     client
@@ -397,15 +400,11 @@ async fn pipeline(client: &Object, opening: &str, work: &Work<'_>) -> Result<Val
                     json_of(client.query_typed_one(&call.sql, params).await)
                 }
             }
-            Sql::Auth(sql, req) => {
-                json_of(client.query_typed_one(sql, &[(*req, Type::JSONB)]).await)
-            }
-        }
-    };
-    let gate = async {
-        match gate {
-            Some(gate) => gate.await.map(|_| ()),
-            None => Ok(()),
+            Work::Auth { req, .. } => json_of(
+                client
+                    .query_typed_one(&auth_sql, &[(*req, Type::JSONB)])
+                    .await,
+            ),
         }
     };
     let commit = client.batch_execute("COMMIT");
@@ -440,17 +439,13 @@ async fn pipeline(client: &Object, opening: &str, work: &Work<'_>) -> Result<Val
     let value = match called {
         Ok(value) => value,
         Err(e) => {
-            let error = match (Error::from(e), &call) {
-                (Error::Db(db), Sql::Rpc(call))
-                    if db.is_argument_conversion() && call.takes_args =>
+            let error = match (Error::from(e), work) {
+                (Error::Db(db), Work::Rpc { call, args, .. })
+                    if db.is_argument_conversion() && call.takes_args && ended =>
                 {
-                    if !ended {
-                        return Err(fail(Error::Db(db)));
-                    }
-                    let args = args.expect("rpc args");
                     Error::Db(name_the_argument(client, call, args, db).await)
                 }
-                (Error::Db(db), Sql::Auth(..)) => setup_db(db),
+                (Error::Db(db), Work::Auth { .. }) => setup_db(db),
                 (other, _) => other,
             };
             return Err(fail(error));
@@ -458,12 +453,6 @@ async fn pipeline(client: &Object, opening: &str, work: &Work<'_>) -> Result<Val
     };
     committed.map_err(|e| fail(Error::from(e)))?;
     Ok(value)
-}
-
-/// The call's statement: an `api` function or a function of the auth service.
-enum Sql<'a> {
-    Rpc(&'a Call),
-    Auth(String, &'a Value),
 }
 
 /// The first column of a one-row result as JSON (SQL NULL is JSON null).

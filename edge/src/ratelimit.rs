@@ -46,6 +46,17 @@ struct State {
     limits: HashMap<Uuid, u32>,
 }
 
+impl State {
+    /// Moves to `window` (minutes since the epoch): a new minute starts with no counts.
+    fn enter(&mut self, window: u64) {
+        if self.window != window {
+            self.window = window;
+            self.mine.clear();
+            self.others.clear();
+        }
+    }
+}
+
 /// The answer for one request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Decision {
@@ -99,12 +110,7 @@ impl RateLimiter {
         if limit == 0 {
             return None;
         }
-        let window = now / WINDOW_SECS;
-        if state.window != window {
-            state.window = window;
-            state.mine.clear();
-            state.others.clear();
-        }
+        state.enter(now / WINDOW_SECS);
         let reset = WINDOW_SECS - now % WINDOW_SECS;
         let others = state.others.get(subject).copied().unwrap_or(0);
         let mine = state.mine.entry(subject.to_owned()).or_insert(0);
@@ -132,11 +138,7 @@ impl RateLimiter {
     fn snapshot_at(&self, now: u64) -> (u64, Vec<String>, Vec<i32>) {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let window = now / WINDOW_SECS;
-        if state.window != window {
-            state.window = window;
-            state.mine.clear();
-            state.others.clear();
-        }
+        state.enter(window);
         let (subjects, hits) = state
             .mine
             .iter()
