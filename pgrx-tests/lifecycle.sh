@@ -74,7 +74,8 @@ rows_of() {
         -c "SELECT d::text FROM crm.deals d ORDER BY tenant_id, id" \
         -c "SELECT h::text FROM crm.deal_stage_changes h ORDER BY tenant_id, id" \
         -c "SELECT a::text FROM crm.assignment_changes a ORDER BY tenant_id, id" \
-        -c "SELECT a::text FROM crm.activities a ORDER BY tenant_id, id"
+        -c "SELECT a::text FROM crm.activities a ORDER BY tenant_id, id" \
+        -c "SELECT tenant_id, assigned_to, stage, currency, open, deals, amount, weighted FROM crm.deal_totals WHERE deals <> 0 ORDER BY 1, 2, 3, 4, 5"
 }
 # What a member of Globex sees through the API: the deals list and a contact search.
 api_view() {
@@ -153,6 +154,19 @@ for dir in "$here"/upgrade/*/; do
 SELECT crm_private.create_tenant('Acme', 'acme', 'ann@acme.test', 'Ann');
 SELECT crm_private.add_member(id, 'rita@acme.test', 'rep') FROM core.tenants WHERE slug = 'acme';
 SQL
+        # Deals an old version wrote (from 0.4.0 on): the upgrade to 0.6.0 counts them into
+        # crm.deal_totals.
+        psql -d "$db" -At >/dev/null <<'SQL'
+DO $$
+BEGIN
+    IF to_regclass('crm.deals') IS NOT NULL THEN
+        INSERT INTO crm.deals (tenant_id, name, amount, currency, stage, assigned_to)
+        SELECT m.tenant_id, 'Old deal ' || i, 100 * i, 'EUR', CASE WHEN i % 2 = 0 THEN 'qualified' ELSE 'proposal' END, m.user_id
+          FROM core.memberships m, generate_series(1, 3) i;
+    END IF;
+END
+$$;
+SQL
         if [ "$old" = 0.1.0 ]; then
             psql -d "$db" -c "UPDATE core.tenants SET logo_url = 'https://x.test/\"><script>' WHERE slug = 'acme'" >/dev/null
         fi
@@ -168,6 +182,18 @@ SQL
         if ! diff -u "$work/fresh.sql" "$work/$db.sql" >"$work/$db.diff"; then
             echo "lifecycle.sh: $old (in $schema) upgraded to $current differs from a fresh $current install:" >&2
             cat "$work/$db.diff" >&2
+            status=1; continue
+        fi
+        drift=$(psql -d "$db" -At -c "SELECT count(*) FROM (
+            (SELECT tenant_id, assigned_to, stage, currency, open, deals, amount, weighted FROM crm.deal_totals
+             EXCEPT SELECT tenant_id, assigned_to, stage, currency, closed_at IS NULL, count(*), sum(amount), sum(amount * probability / 100.0)
+                      FROM crm.deals WHERE deleted_at IS NULL GROUP BY 1, 2, 3, 4, 5)
+            UNION ALL
+            (SELECT tenant_id, assigned_to, stage, currency, closed_at IS NULL, count(*), sum(amount), sum(amount * probability / 100.0)
+               FROM crm.deals WHERE deleted_at IS NULL GROUP BY 1, 2, 3, 4, 5
+             EXCEPT SELECT tenant_id, assigned_to, stage, currency, open, deals, amount, weighted FROM crm.deal_totals)) x")
+        if [ "$drift" != 0 ]; then
+            echo "lifecycle.sh: after upgrading from $old in $schema, $drift rows of crm.deal_totals differ from the deals' sums" >&2
             status=1; continue
         fi
         rows=$(psql -d "$db" -At -c "SELECT count(*) || ' ' || count(logo_url) FROM core.tenants" \
@@ -203,9 +229,9 @@ SELECT o.tenant_id, 'Peter', 'Gibbons', 'peter@initech.test', o.id, u.id, '{"lin
   FROM crm.organizations o, auth.users u WHERE o.name = 'Initech' AND u.email = 'gil@globex.test';
 INSERT INTO crm.deals (tenant_id, name, amount, currency, stage, contact_id, assigned_to)
 SELECT c.tenant_id, 'TPS reports', 1000, 'EUR', 'qualified', c.id, c.assigned_to FROM crm.contacts c;
-UPDATE crm.deals SET stage = 'lost', probability = NULL, lost_reason = 'budget';
+UPDATE crm.deals SET stage = 'lost', probability = NULL, lost_reason = 'budget' WHERE name = 'TPS reports';
 INSERT INTO crm.activities (tenant_id, type, description, actor_id, contact_id, deal_id)
-SELECT d.tenant_id, 'call', 'Called about the reports', d.assigned_to, d.contact_id, d.id FROM crm.deals d;
+SELECT d.tenant_id, 'call', 'Called about the reports', d.assigned_to, d.contact_id, d.id FROM crm.deals d WHERE d.name = 'TPS reports';
 SQL
     "$bin/pg_dump" -h 127.0.0.1 -p "$port" -U postgres "$upgraded" >"$work/dump.sql"
     psql -d postgres -c "CREATE DATABASE restored"

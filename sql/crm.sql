@@ -582,11 +582,29 @@ COMMENT ON FUNCTION api.list_contacts(uuid, uuid, text, boolean, integer, text) 
 
 -- The contacts the request sees that match a search, best first after the cursor (rank,
 -- id), at most `n`: see the note on RLS and trigram operators above.
+--
+-- What is looked up depends on q, never on the cursor, so every page of one search comes
+-- from the same set:
+-- - an email (q has an @) that a visible contact has exactly: that contact, by the unique
+--   email index;
+-- - a phone number (digits is set when q is 4 or more digits and punctuation): the contacts
+--   whose phone ends in q's last ten digits (ten or more: the phone index), or whose text
+--   contains q's digits (fewer: the trigram index);
+-- - otherwise text: the contacts whose name, email or phone digits contain q, and the
+--   contacts of the organizations whose name contains it (the trigram indexes, exact
+--   substrings). Only when fewer than 10 records contain q are similar words looked for too
+--   (typos): word similarity >= 0.6, or >= 0.5 when that finds fewer than 10 either. The
+--   comparison reads every record that shares a few trigrams with q, so it is kept for when
+--   it is needed and as strict as it can be (measured on 200,000 contacts: 'carar' at 0.5
+--   reads 16,000 rows in 320 ms where the substring search reads 750 rows in 3.5 ms;
+--   'bersn' at 0.5 31,000 rows in 310 ms, at 0.6 2,400 in 38 ms).
+-- Ranks: an exact email 1; q at the start of a word 0.95; q inside a word 0.9; a similar
+-- word its similarity, at most 0.85; through the organization 0.8 x the organization's rank.
 CREATE FUNCTION crm_private.contact_search(q text, pattern text, digits text, after_rank numeric, after_id uuid, n integer)
     RETURNS TABLE (id uuid, contact jsonb, rank numeric)
     LANGUAGE plpgsql STABLE SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
-    SET pg_trgm.word_similarity_threshold = 0.5
+    SET pg_trgm.word_similarity_threshold = 0.6
     SET enable_seqscan = off
     SET plan_cache_mode = force_custom_plan
     AS $$
@@ -594,21 +612,63 @@ DECLARE
     v_tenant uuid := crm_private.tenant_id();
     v_first uuid := crm_private.first_visible_assignee();
     v_last uuid := crm_private.last_visible_assignee();
+    -- pattern is '%' || q (escaped) || '%'; with a space in front, q starts a word.
+    v_word text := '% ' || substr(pattern, 2);
+    v_digits text := btrim(digits, '%');
+    v_similar boolean := false;
 BEGIN
-    RETURN QUERY
-    WITH orgs AS MATERIALIZED (
-        SELECT o.id, greatest(word_similarity(q, lower(o.name)), CASE WHEN lower(o.name) LIKE pattern THEN 0.9 ELSE 0 END) AS s
-          FROM crm.organizations o
-         WHERE o.tenant_id = v_tenant AND o.deleted_at IS NULL AND (lower(o.name) LIKE pattern OR q <% lower(o.name))),
-    -- A contact matches by its own text (ranked by it), or through its organization (ranked
-    -- 0.8 x the organization's match): its best match counts.
-    hits AS (
-        SELECT c.id, greatest(word_similarity(q, c.search_text),
-                              CASE WHEN lower(c.email) = q THEN 1.0 WHEN c.search_text LIKE pattern THEN 0.9 ELSE 0 END,
-                              CASE WHEN c.search_text LIKE digits THEN 0.95 ELSE 0 END) AS s
+    IF strpos(q, '@') > 0 AND EXISTS (
+            SELECT 1 FROM crm.contacts c
+             WHERE c.tenant_id = v_tenant AND lower(c.email) = q AND c.deleted_at IS NULL
+               AND c.assigned_to BETWEEN v_first AND v_last) THEN
+        RETURN QUERY
+        SELECT c.id, crm_private.contact_json(c), 1.000
+          FROM crm.contacts c
+         WHERE c.tenant_id = v_tenant AND lower(c.email) = q AND c.deleted_at IS NULL
+           AND c.assigned_to BETWEEN v_first AND v_last
+           AND (after_id IS NULL OR after_rank > 1.000 OR (after_rank = 1.000 AND c.id > after_id));
+        RETURN;
+    END IF;
+    IF digits IS NOT NULL THEN
+        RETURN QUERY
+        SELECT c.id, crm_private.contact_json(c), 0.950
           FROM crm.contacts c
          WHERE c.tenant_id = v_tenant AND c.deleted_at IS NULL AND c.assigned_to BETWEEN v_first AND v_last
-           AND (c.search_text LIKE pattern OR q <% c.search_text OR c.search_text LIKE digits)
+           AND CASE WHEN length(v_digits) >= 10 THEN right(c.phone_digits, 10) = v_digits ELSE c.search_text LIKE digits END
+           AND (after_id IS NULL OR after_rank > 0.950 OR (after_rank = 0.950 AND c.id > after_id))
+         ORDER BY c.id LIMIT n;
+        RETURN;
+    END IF;
+    v_similar := (SELECT count(*) FROM (SELECT 1 FROM crm.contacts c
+                                         WHERE c.tenant_id = v_tenant AND c.search_text LIKE pattern AND c.deleted_at IS NULL
+                                           AND c.assigned_to BETWEEN v_first AND v_last LIMIT 10) x)
+               + (SELECT count(*) FROM (SELECT 1 FROM crm.organizations o
+                                         WHERE o.tenant_id = v_tenant AND lower(o.name) LIKE pattern AND o.deleted_at IS NULL
+                                         LIMIT 10) x) < 10;
+    -- Still fewer than 10 at similarity 0.6: down to 0.5 (two typos in a short name).
+    IF v_similar THEN
+        IF (SELECT count(*) FROM (SELECT 1 FROM crm.contacts c
+                                   WHERE c.tenant_id = v_tenant AND q <% c.search_text AND c.deleted_at IS NULL
+                                     AND c.assigned_to BETWEEN v_first AND v_last LIMIT 10) x)
+           + (SELECT count(*) FROM (SELECT 1 FROM crm.organizations o
+                                     WHERE o.tenant_id = v_tenant AND q <% lower(o.name) AND o.deleted_at IS NULL LIMIT 10) x) < 10 THEN
+            PERFORM set_config('pg_trgm.word_similarity_threshold', '0.5', true);
+        END IF;
+    END IF;
+    RETURN QUERY
+    WITH orgs AS MATERIALIZED (
+        SELECT o.id, CASE WHEN lower(o.name) LIKE pattern THEN CASE WHEN ' ' || lower(o.name) LIKE v_word THEN 0.95 ELSE 0.9 END
+                          ELSE least(word_similarity(q, lower(o.name)), 0.85) END AS s
+          FROM crm.organizations o
+         WHERE o.tenant_id = v_tenant AND o.deleted_at IS NULL AND (lower(o.name) LIKE pattern OR (v_similar AND q <% lower(o.name)))),
+    -- A contact matches by its own text, or through its organization: its best match counts.
+    hits AS (
+        SELECT c.id, CASE WHEN c.search_text LIKE pattern
+                          THEN CASE WHEN lower(c.email) = q THEN 1.0 WHEN ' ' || c.search_text LIKE v_word THEN 0.95 ELSE 0.9 END
+                          ELSE least(word_similarity(q, c.search_text), 0.85) END AS s
+          FROM crm.contacts c
+         WHERE c.tenant_id = v_tenant AND c.deleted_at IS NULL AND c.assigned_to BETWEEN v_first AND v_last
+           AND (c.search_text LIKE pattern OR (v_similar AND q <% c.search_text))
         UNION ALL
         SELECT c.id, 0.8 * orgs.s
           FROM orgs JOIN crm.contacts c ON c.tenant_id = v_tenant AND c.organization_id = orgs.id
@@ -661,7 +721,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION api.search_contacts(text, integer, text) IS
-'Search the contacts the caller sees by name, email, phone or company in one call (PRD F7.3), best match first: {data: [{...contact, rank}], next_cursor}. Fragments and typos are tolerated (trigram similarity); phone digits are compared without formatting, so +1 (555) 010-0200 finds 5550100200. q: 2-200 characters. page_size 1-100 (default 25); pass next_cursor back with the same q.';
+'Search the contacts the caller sees by name, email, phone or company in one call (PRD F7.3), best match first: {data: [{...contact, rank}], next_cursor}. A fragment matches anywhere in a name, email or company (rank 0.95 at the start of a word, 0.9 inside one, 0.8x through the company); when fewer than 10 records contain it, similar words are found too (typos, rank up to 0.85). A complete email finds its contact (rank 1). Phone numbers are compared as digits, so +1 (555) 010-0200 finds 5550100200 (ten or more digits: the last ten must match). q: 2-200 characters. page_size 1-100 (default 25); pass next_cursor back with the same q.';
 
 CREATE FUNCTION api.update_contact(id uuid, changes jsonb) RETURNS jsonb
     LANGUAGE plpgsql VOLATILE SECURITY INVOKER
@@ -1246,6 +1306,8 @@ CREATE FUNCTION api.pipeline_summary() RETURNS jsonb
     AS $$
 BEGIN
     PERFORM crm_private.require_permission('workspace.read');
+    -- The sums are kept per assignee, stage, currency and open by triggers (deal_totals.sql);
+    -- the totals' policy is the deals' one, so these are the sums of the deals the caller sees.
     RETURN jsonb_build_object(
         'by_stage', coalesce((
             SELECT jsonb_agg(jsonb_build_object('stage', s.key, 'label', s.label, 'kind', s.kind, 'position', s.position,
@@ -1253,10 +1315,10 @@ BEGIN
               FROM crm.pipeline_stages s
               LEFT JOIN (SELECT g.stage, jsonb_agg(jsonb_build_object('currency', g.currency, 'count', g.n, 'total', g.total,
                                                                      'weighted_total', g.weighted) ORDER BY g.currency) AS totals
-                           FROM (SELECT d.stage, d.currency, count(*) AS n, sum(d.amount) AS total,
-                                        round(sum(d.amount * d.probability / 100.0), 2) AS weighted
-                                   FROM crm.deals d WHERE d.tenant_id = crm_private.tenant_id() AND d.deleted_at IS NULL
-                                  GROUP BY d.stage, d.currency) g
+                           FROM (SELECT d.stage, d.currency, sum(d.deals) AS n, sum(d.amount) AS total,
+                                        round(sum(d.weighted), 2) AS weighted
+                                   FROM crm.deal_totals d WHERE d.tenant_id = crm_private.tenant_id()
+                                  GROUP BY d.stage, d.currency HAVING sum(d.deals) > 0) g
                           GROUP BY g.stage) t ON t.stage = s.key
              WHERE s.tenant_id = crm_private.tenant_id()), '[]'::jsonb),
         'by_owner', coalesce((
@@ -1264,11 +1326,10 @@ BEGIN
                                                 'totals', o.totals) ORDER BY m.display_name, o.assigned_to)
               FROM (SELECT g.assigned_to, jsonb_agg(jsonb_build_object('currency', g.currency, 'count', g.n, 'total', g.total,
                                                                       'weighted_total', g.weighted) ORDER BY g.currency) AS totals
-                      FROM (SELECT d.assigned_to, d.currency, count(*) AS n, sum(d.amount) AS total,
-                                   round(sum(d.amount * d.probability / 100.0), 2) AS weighted
-                              FROM crm.deals d WHERE d.tenant_id = crm_private.tenant_id() AND d.deleted_at IS NULL
-                               AND d.closed_at IS NULL
-                             GROUP BY d.assigned_to, d.currency) g
+                      FROM (SELECT d.assigned_to, d.currency, sum(d.deals) AS n, sum(d.amount) AS total,
+                                   round(sum(d.weighted), 2) AS weighted
+                              FROM crm.deal_totals d WHERE d.tenant_id = crm_private.tenant_id() AND d.open
+                             GROUP BY d.assigned_to, d.currency HAVING sum(d.deals) > 0) g
                      GROUP BY g.assigned_to) o
               LEFT JOIN core.memberships m ON m.tenant_id = crm_private.tenant_id() AND m.user_id = o.assigned_to), '[]'::jsonb));
 END

@@ -31,7 +31,7 @@ GRANT SELECT ON core.memberships TO authenticated;
 GRANT SELECT, DELETE ON core.custom_fields TO authenticated;
 GRANT INSERT (tenant_id, entity, key, label, type, required, options) ON core.custom_fields TO authenticated;
 GRANT UPDATE (label, required, options) ON core.custom_fields TO authenticated;
-GRANT SELECT ON crm.pipeline_stages, crm.deal_stage_changes, crm.assignment_changes TO authenticated;
+GRANT SELECT ON crm.pipeline_stages, crm.deal_stage_changes, crm.assignment_changes, crm.deal_totals TO authenticated;
 GRANT SELECT ON crm.organizations, crm.contacts, crm.deals, crm.activities TO authenticated;
 GRANT INSERT (tenant_id, name, industry, size, location, website, parent_id, custom_fields) ON crm.organizations TO authenticated;
 GRANT UPDATE (name, industry, size, location, website, parent_id, custom_fields, deleted_at) ON crm.organizations TO authenticated;

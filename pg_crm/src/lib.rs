@@ -96,6 +96,11 @@ extension_sql_file!(
     name = "ratelimit",
     requires = ["crm"]
 );
+extension_sql_file!(
+    "../../sql/deal_totals.sql",
+    name = "deal_totals",
+    requires = ["crm"]
+);
 extension_sql_file!("../../sql/grants.sql", name = "grants", finalize);
 
 #[pg_guard]

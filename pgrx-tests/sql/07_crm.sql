@@ -164,7 +164,7 @@ END
 $$;
 SELECT t.tbl, r.who, pg_temp.matrix(r.email, r.slug, t.tbl)
 FROM (VALUES ('core.custom_fields'::regclass), ('crm.pipeline_stages'), ('crm.organizations'), ('crm.contacts'),
-             ('crm.deals'), ('crm.deal_stage_changes'), ('crm.assignment_changes'), ('crm.activities')) t(tbl)
+             ('crm.deals'), ('crm.deal_stage_changes'), ('crm.assignment_changes'), ('crm.activities'), ('crm.deal_totals')) t(tbl)
 CROSS JOIN (VALUES (1, 'admin', 'ann@acme.test', 'acme'), (2, 'manager', 'mo@acme.test', 'acme'),
                    (3, 'rep', 'rita@acme.test', 'acme'), (4, 'other tenant', 'gil@globex.test', 'globex')) r(n, who, email, slug)
 ORDER BY t.tbl::text, r.n;
@@ -172,7 +172,7 @@ ORDER BY t.tbl::text, r.n;
 SELECT c.oid::regclass AS table_missing_from_matrix FROM pg_class c
 WHERE c.relnamespace = 'crm'::regnamespace AND c.relkind = 'r'
   AND c.oid::regclass::text NOT IN ('crm.pipeline_stages', 'crm.organizations', 'crm.contacts', 'crm.deals',
-                                    'crm.deal_stage_changes', 'crm.assignment_changes', 'crm.activities');
+                                    'crm.deal_stage_changes', 'crm.assignment_changes', 'crm.activities', 'crm.deal_totals');
 ROLLBACK;
 
 -- Cross-tenant links are refused by the composite foreign keys, whoever writes (here the

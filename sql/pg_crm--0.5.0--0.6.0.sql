@@ -1,0 +1,270 @@
+-- pg_crm 0.5.0 -> 0.6.0 (issue 8): the pipeline summary reads sums kept by triggers
+-- (crm.deal_totals) instead of adding up every deal; search_contacts looks up exact
+-- substrings first and similar words only when few records contain the text, an email
+-- exactly and a phone number by its last ten digits.
+-- Released scripts are frozen: a change after 0.6.0 goes into a new script.
+
+-- The pipeline summary's sums (PRD journey 2; issue 8), kept as deals change.
+--
+-- api.pipeline_summary used to add up every live deal of the tenant on each call: at
+-- 100,000 deals about 100 ms of one core, so 16 managers looking at their dashboards took a
+-- second each. crm.deal_totals holds one row per tenant, assignee, stage, currency and
+-- open/closed with the count and the sums; the summary adds up the few hundred rows the
+-- caller sees. Its policy is the deals' own (tenant, then the assignee rule), so a rep's
+-- summary is still their own pipeline.
+--
+-- Statement triggers with transition tables keep it: one upsert per statement, whatever the
+-- number of rows (a bulk insert or the seed pays once). Writes on different assignees,
+-- stages or currencies touch different rows and never wait for each other; the deltas of
+-- one statement are applied in key order, so two moves in opposite directions cannot
+-- deadlock. Rows that fall to zero deals stay (the summary skips them); there are at most
+-- assignees x stages x currencies x 2 of them per tenant.
+--
+-- pg_dump carries none of its rows (its dump filter is false): restoring crm.deals fires
+-- these triggers, which rebuild it.
+
+CREATE TABLE crm.deal_totals (
+    tenant_id uuid NOT NULL,
+    assigned_to uuid NOT NULL,
+    stage text NOT NULL,
+    currency text NOT NULL,
+    open boolean NOT NULL,
+    deals bigint NOT NULL,
+    amount numeric NOT NULL,
+    weighted numeric NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    created_by uuid,
+    updated_by uuid,
+    CONSTRAINT deal_totals_pkey PRIMARY KEY (tenant_id, assigned_to, stage, currency, open),
+    CONSTRAINT deal_totals_tenant_fkey FOREIGN KEY (tenant_id) REFERENCES core.tenants (id) ON DELETE CASCADE
+);
+COMMENT ON TABLE crm.deal_totals IS 'Live deals per tenant, assignee, stage, currency and open (closed_at IS NULL): count, sum of amounts and of amount x probability / 100. Kept by triggers on crm.deals; read by api.pipeline_summary.';
+CREATE TRIGGER deal_totals_stamp BEFORE INSERT OR UPDATE ON crm.deal_totals FOR EACH ROW EXECUTE FUNCTION crm_private.stamp_row();
+
+ALTER TABLE crm.deal_totals ENABLE ROW LEVEL SECURITY;
+ALTER TABLE crm.deal_totals FORCE ROW LEVEL SECURITY;
+CREATE POLICY deal_totals_select ON crm.deal_totals AS PERMISSIVE FOR SELECT TO authenticated
+    USING (tenant_id = crm_private.tenant_id() AND assigned_to BETWEEN crm_private.first_visible_assignee() AND crm_private.last_visible_assignee());
+ALTER TABLE crm.deal_totals OWNER TO crm_owner;
+SELECT pg_catalog.pg_extension_config_dump('crm.deal_totals', 'WHERE false');
+
+-- One function for the three triggers (a trigger with transition tables has one event);
+-- each branch reads only the transition tables its event has.
+CREATE FUNCTION crm_private.count_deal_totals() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        INSERT INTO crm.deal_totals AS t (tenant_id, assigned_to, stage, currency, open, deals, amount, weighted)
+        SELECT n.tenant_id, n.assigned_to, n.stage, n.currency, n.closed_at IS NULL, count(*), sum(n.amount),
+               sum(n.amount * n.probability / 100.0)
+          FROM new_rows n WHERE n.deleted_at IS NULL
+         GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 2, 3, 4, 5
+        ON CONFLICT (tenant_id, assigned_to, stage, currency, open) DO UPDATE
+            SET deals = t.deals + excluded.deals, amount = t.amount + excluded.amount, weighted = t.weighted + excluded.weighted;
+    ELSIF TG_OP = 'UPDATE' THEN
+        INSERT INTO crm.deal_totals AS t (tenant_id, assigned_to, stage, currency, open, deals, amount, weighted)
+        SELECT d.tenant_id, d.assigned_to, d.stage, d.currency, d.open, sum(d.deals), sum(d.amount), sum(d.weighted)
+          FROM (SELECT n.tenant_id, n.assigned_to, n.stage, n.currency, n.closed_at IS NULL AS open, 1 AS deals, n.amount,
+                       n.amount * n.probability / 100.0 AS weighted
+                  FROM new_rows n WHERE n.deleted_at IS NULL
+                UNION ALL
+                SELECT o.tenant_id, o.assigned_to, o.stage, o.currency, o.closed_at IS NULL, -1, -o.amount,
+                       -(o.amount * o.probability / 100.0)
+                  FROM old_rows o WHERE o.deleted_at IS NULL) d
+         GROUP BY 1, 2, 3, 4, 5
+        -- An update that moves nothing between rows and changes no sum writes nothing.
+        HAVING sum(d.deals) <> 0 OR sum(d.amount) <> 0 OR sum(d.weighted) <> 0
+         ORDER BY 1, 2, 3, 4, 5
+        ON CONFLICT (tenant_id, assigned_to, stage, currency, open) DO UPDATE
+            SET deals = t.deals + excluded.deals, amount = t.amount + excluded.amount, weighted = t.weighted + excluded.weighted;
+    ELSE
+        -- Deals are soft-deleted; a hard delete is a tenant's purge or an operator's.
+        INSERT INTO crm.deal_totals AS t (tenant_id, assigned_to, stage, currency, open, deals, amount, weighted)
+        SELECT o.tenant_id, o.assigned_to, o.stage, o.currency, o.closed_at IS NULL, -count(*), -sum(o.amount),
+               -sum(o.amount * o.probability / 100.0)
+          FROM old_rows o WHERE o.deleted_at IS NULL
+         GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 2, 3, 4, 5
+        ON CONFLICT (tenant_id, assigned_to, stage, currency, open) DO UPDATE
+            SET deals = t.deals + excluded.deals, amount = t.amount + excluded.amount, weighted = t.weighted + excluded.weighted;
+    END IF;
+    RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION crm_private.count_deal_totals() IS 'Trigger: adds the live deals a statement inserted, changed or deleted to crm.deal_totals (per tenant, assignee, stage, currency and open).';
+CREATE TRIGGER deals_count_inserted AFTER INSERT ON crm.deals REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION crm_private.count_deal_totals();
+CREATE TRIGGER deals_count_updated AFTER UPDATE ON crm.deals REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION crm_private.count_deal_totals();
+CREATE TRIGGER deals_count_deleted AFTER DELETE ON crm.deals REFERENCING OLD TABLE AS old_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION crm_private.count_deal_totals();
+
+-- The deals there are now. The triggers above already hold the lock that keeps writers out
+-- until this transaction ends, so no deal is counted twice or missed.
+INSERT INTO crm.deal_totals (tenant_id, assigned_to, stage, currency, open, deals, amount, weighted)
+SELECT d.tenant_id, d.assigned_to, d.stage, d.currency, d.closed_at IS NULL, count(*), sum(d.amount),
+       sum(d.amount * d.probability / 100.0)
+  FROM crm.deals d WHERE d.deleted_at IS NULL
+ GROUP BY 1, 2, 3, 4, 5;
+
+GRANT SELECT ON crm.deal_totals TO authenticated;
+REVOKE ALL ON FUNCTION crm_private.count_deal_totals() FROM PUBLIC;
+
+CREATE OR REPLACE FUNCTION api.pipeline_summary() RETURNS jsonb
+    LANGUAGE plpgsql STABLE SECURITY INVOKER
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+BEGIN
+    PERFORM crm_private.require_permission('workspace.read');
+    -- The sums are kept per assignee, stage, currency and open by triggers (deal_totals.sql);
+    -- the totals' policy is the deals' one, so these are the sums of the deals the caller sees.
+    RETURN jsonb_build_object(
+        'by_stage', coalesce((
+            SELECT jsonb_agg(jsonb_build_object('stage', s.key, 'label', s.label, 'kind', s.kind, 'position', s.position,
+                                                'totals', coalesce(t.totals, '[]'::jsonb)) ORDER BY s.position, s.key)
+              FROM crm.pipeline_stages s
+              LEFT JOIN (SELECT g.stage, jsonb_agg(jsonb_build_object('currency', g.currency, 'count', g.n, 'total', g.total,
+                                                                     'weighted_total', g.weighted) ORDER BY g.currency) AS totals
+                           FROM (SELECT d.stage, d.currency, sum(d.deals) AS n, sum(d.amount) AS total,
+                                        round(sum(d.weighted), 2) AS weighted
+                                   FROM crm.deal_totals d WHERE d.tenant_id = crm_private.tenant_id()
+                                  GROUP BY d.stage, d.currency HAVING sum(d.deals) > 0) g
+                          GROUP BY g.stage) t ON t.stage = s.key
+             WHERE s.tenant_id = crm_private.tenant_id()), '[]'::jsonb),
+        'by_owner', coalesce((
+            SELECT jsonb_agg(jsonb_build_object('assigned_to', o.assigned_to, 'display_name', m.display_name,
+                                                'totals', o.totals) ORDER BY m.display_name, o.assigned_to)
+              FROM (SELECT g.assigned_to, jsonb_agg(jsonb_build_object('currency', g.currency, 'count', g.n, 'total', g.total,
+                                                                      'weighted_total', g.weighted) ORDER BY g.currency) AS totals
+                      FROM (SELECT d.assigned_to, d.currency, sum(d.deals) AS n, sum(d.amount) AS total,
+                                   round(sum(d.weighted), 2) AS weighted
+                              FROM crm.deal_totals d WHERE d.tenant_id = crm_private.tenant_id() AND d.open
+                             GROUP BY d.assigned_to, d.currency HAVING sum(d.deals) > 0) g
+                     GROUP BY g.assigned_to) o
+              LEFT JOIN core.memberships m ON m.tenant_id = crm_private.tenant_id() AND m.user_id = o.assigned_to), '[]'::jsonb));
+END
+$$;
+COMMENT ON FUNCTION api.pipeline_summary() IS
+'The pipeline at a glance (journey 2), over the live deals the caller sees: by_stage (every stage in order, with per-currency {currency, count, total, weighted_total}) and by_owner (open deals per assignee, per currency). weighted_total is the sum of amount x probability / 100. Any role (reps see their own pipeline).';
+
+-- The contacts the request sees that match a search, best first after the cursor (rank,
+-- id), at most `n`: see the note on RLS and trigram operators above.
+--
+-- What is looked up depends on q, never on the cursor, so every page of one search comes
+-- from the same set:
+-- - an email (q has an @) that a visible contact has exactly: that contact, by the unique
+--   email index;
+-- - a phone number (digits is set when q is 4 or more digits and punctuation): the contacts
+--   whose phone ends in q's last ten digits (ten or more: the phone index), or whose text
+--   contains q's digits (fewer: the trigram index);
+-- - otherwise text: the contacts whose name, email or phone digits contain q, and the
+--   contacts of the organizations whose name contains it (the trigram indexes, exact
+--   substrings). Only when fewer than 10 records contain q are similar words looked for too
+--   (typos): word similarity >= 0.6, or >= 0.5 when that finds fewer than 10 either. The
+--   comparison reads every record that shares a few trigrams with q, so it is kept for when
+--   it is needed and as strict as it can be (measured on 200,000 contacts: 'carar' at 0.5
+--   reads 16,000 rows in 320 ms where the substring search reads 750 rows in 3.5 ms;
+--   'bersn' at 0.5 31,000 rows in 310 ms, at 0.6 2,400 in 38 ms).
+-- Ranks: an exact email 1; q at the start of a word 0.95; q inside a word 0.9; a similar
+-- word its similarity, at most 0.85; through the organization 0.8 x the organization's rank.
+CREATE OR REPLACE FUNCTION crm_private.contact_search(q text, pattern text, digits text, after_rank numeric, after_id uuid, n integer)
+    RETURNS TABLE (id uuid, contact jsonb, rank numeric)
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+    SET pg_trgm.word_similarity_threshold = 0.6
+    SET enable_seqscan = off
+    SET plan_cache_mode = force_custom_plan
+    AS $$
+DECLARE
+    v_tenant uuid := crm_private.tenant_id();
+    v_first uuid := crm_private.first_visible_assignee();
+    v_last uuid := crm_private.last_visible_assignee();
+    -- pattern is '%' || q (escaped) || '%'; with a space in front, q starts a word.
+    v_word text := '% ' || substr(pattern, 2);
+    v_digits text := btrim(digits, '%');
+    v_similar boolean := false;
+BEGIN
+    IF strpos(q, '@') > 0 AND EXISTS (
+            SELECT 1 FROM crm.contacts c
+             WHERE c.tenant_id = v_tenant AND lower(c.email) = q AND c.deleted_at IS NULL
+               AND c.assigned_to BETWEEN v_first AND v_last) THEN
+        RETURN QUERY
+        SELECT c.id, crm_private.contact_json(c), 1.000
+          FROM crm.contacts c
+         WHERE c.tenant_id = v_tenant AND lower(c.email) = q AND c.deleted_at IS NULL
+           AND c.assigned_to BETWEEN v_first AND v_last
+           AND (after_id IS NULL OR after_rank > 1.000 OR (after_rank = 1.000 AND c.id > after_id));
+        RETURN;
+    END IF;
+    IF digits IS NOT NULL THEN
+        RETURN QUERY
+        SELECT c.id, crm_private.contact_json(c), 0.950
+          FROM crm.contacts c
+         WHERE c.tenant_id = v_tenant AND c.deleted_at IS NULL AND c.assigned_to BETWEEN v_first AND v_last
+           AND CASE WHEN length(v_digits) >= 10 THEN right(c.phone_digits, 10) = v_digits ELSE c.search_text LIKE digits END
+           AND (after_id IS NULL OR after_rank > 0.950 OR (after_rank = 0.950 AND c.id > after_id))
+         ORDER BY c.id LIMIT n;
+        RETURN;
+    END IF;
+    v_similar := (SELECT count(*) FROM (SELECT 1 FROM crm.contacts c
+                                         WHERE c.tenant_id = v_tenant AND c.search_text LIKE pattern AND c.deleted_at IS NULL
+                                           AND c.assigned_to BETWEEN v_first AND v_last LIMIT 10) x)
+               + (SELECT count(*) FROM (SELECT 1 FROM crm.organizations o
+                                         WHERE o.tenant_id = v_tenant AND lower(o.name) LIKE pattern AND o.deleted_at IS NULL
+                                         LIMIT 10) x) < 10;
+    -- Still fewer than 10 at similarity 0.6: down to 0.5 (two typos in a short name).
+    IF v_similar THEN
+        IF (SELECT count(*) FROM (SELECT 1 FROM crm.contacts c
+                                   WHERE c.tenant_id = v_tenant AND q <% c.search_text AND c.deleted_at IS NULL
+                                     AND c.assigned_to BETWEEN v_first AND v_last LIMIT 10) x)
+           + (SELECT count(*) FROM (SELECT 1 FROM crm.organizations o
+                                     WHERE o.tenant_id = v_tenant AND q <% lower(o.name) AND o.deleted_at IS NULL LIMIT 10) x) < 10 THEN
+            PERFORM set_config('pg_trgm.word_similarity_threshold', '0.5', true);
+        END IF;
+    END IF;
+    RETURN QUERY
+    WITH orgs AS MATERIALIZED (
+        SELECT o.id, CASE WHEN lower(o.name) LIKE pattern THEN CASE WHEN ' ' || lower(o.name) LIKE v_word THEN 0.95 ELSE 0.9 END
+                          ELSE least(word_similarity(q, lower(o.name)), 0.85) END AS s
+          FROM crm.organizations o
+         WHERE o.tenant_id = v_tenant AND o.deleted_at IS NULL AND (lower(o.name) LIKE pattern OR (v_similar AND q <% lower(o.name)))),
+    -- A contact matches by its own text, or through its organization: its best match counts.
+    hits AS (
+        SELECT c.id, CASE WHEN c.search_text LIKE pattern
+                          THEN CASE WHEN lower(c.email) = q THEN 1.0 WHEN ' ' || c.search_text LIKE v_word THEN 0.95 ELSE 0.9 END
+                          ELSE least(word_similarity(q, c.search_text), 0.85) END AS s
+          FROM crm.contacts c
+         WHERE c.tenant_id = v_tenant AND c.deleted_at IS NULL AND c.assigned_to BETWEEN v_first AND v_last
+           AND (c.search_text LIKE pattern OR (v_similar AND q <% c.search_text))
+        UNION ALL
+        SELECT c.id, 0.8 * orgs.s
+          FROM orgs JOIN crm.contacts c ON c.tenant_id = v_tenant AND c.organization_id = orgs.id
+         WHERE c.deleted_at IS NULL AND c.assigned_to BETWEEN v_first AND v_last),
+    page AS (
+        SELECT b.id, b.score
+          FROM (SELECT h.id, round(max(h.s)::numeric, 3) AS score FROM hits h GROUP BY h.id) b
+         WHERE after_id IS NULL OR b.score < after_rank OR (b.score = after_rank AND b.id > after_id)
+         ORDER BY b.score DESC, b.id LIMIT n)
+    -- Only the page's rows are read again, for their JSON.
+    SELECT p.id, crm_private.contact_json(c), p.score
+      FROM page p JOIN crm.contacts c ON c.tenant_id = v_tenant AND c.id = p.id
+     ORDER BY p.score DESC, p.id;
+END
+$$;
+COMMENT ON FUNCTION crm_private.contact_search(text, text, text, numeric, uuid, integer) IS 'api.search_contacts'' matches: the live contacts the request sees (tenant and assignee rule of the contacts policy) whose name, email, phone or organization match, ranked, at most n after the cursor.';
+
+COMMENT ON FUNCTION api.search_contacts(text, integer, text) IS
+'Search the contacts the caller sees by name, email, phone or company in one call (PRD F7.3), best match first: {data: [{...contact, rank}], next_cursor}. A fragment matches anywhere in a name, email or company (rank 0.95 at the start of a word, 0.9 inside one, 0.8x through the company); when fewer than 10 records contain it, similar words are found too (typos, rank up to 0.85). A complete email finds its contact (rank 1). Phone numbers are compared as digits, so +1 (555) 010-0200 finds 5550100200 (ten or more digits: the last ten must match). q: 2-200 characters. page_size 1-100 (default 25); pass next_cursor back with the same q.';
+
+-- contact_search uses pg_trgm's operators: pg_trgm's schema goes on its search_path again,
+-- as crm.sql does on a fresh install.
+DO $trgm$
+DECLARE
+    v_schema text := (SELECT n.nspname FROM pg_catalog.pg_extension e JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace
+                       WHERE e.extname = 'pg_trgm');
+BEGIN
+    EXECUTE pg_catalog.format('ALTER FUNCTION crm_private.contact_search(text, text, text, numeric, uuid, integer) SET search_path = pg_catalog, %I, pg_temp', v_schema);
+END
+$trgm$;
