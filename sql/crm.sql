@@ -220,6 +220,8 @@ DECLARE
     v_name text := lower(btrim(coalesce(first_name, '') || ' ' || coalesce(last_name, '')));
     v_phone text := right(crm_private.phone_digits(phone), 10);
     v_email text := lower(email);
+    -- '%@domain%' (LIKE-escaped), matched against search_text, which holds the email.
+    v_domain text := '%@' || nullif(replace(replace(replace(split_part(lower(email), '@', 2), '\', '\\'), '%', '\%'), '_', '\_'), '') || '%';
     v_tenant uuid := crm_private.tenant_id();
     v_first uuid := crm_private.first_visible_assignee();
     v_last uuid := crm_private.last_visible_assignee();
@@ -241,9 +243,17 @@ BEGIN
                             WHERE c2.tenant_id = v_tenant AND length(v_phone) >= 4 AND right(c2.phone_digits, 10) = v_phone
                               AND c2.deleted_at IS NULL AND c2.assigned_to BETWEEN v_first AND v_last LIMIT 20)
                           UNION ALL
+                          -- A similar name counts only in the same organization or under the
+                          -- same email domain (domain::duplicates): only those are read.
                           (SELECT c3.* FROM crm.contacts c3
-                            WHERE c3.tenant_id = v_tenant AND length(v_name) >= 3 AND v_name <% c3.search_text
-                              AND c3.deleted_at IS NULL AND c3.assigned_to BETWEEN v_first AND v_last LIMIT 50)) k
+                            WHERE c3.tenant_id = v_tenant AND length(v_name) >= 3
+                              AND c3.organization_id = contact_duplicates.organization_id AND v_name <% c3.search_text
+                              AND c3.deleted_at IS NULL AND c3.assigned_to BETWEEN v_first AND v_last LIMIT 50)
+                          UNION ALL
+                          (SELECT c4.* FROM crm.contacts c4
+                            WHERE c4.tenant_id = v_tenant AND length(v_name) >= 3 AND v_domain IS NOT NULL
+                              AND c4.search_text LIKE v_domain AND v_name <% c4.search_text
+                              AND c4.deleted_at IS NULL AND c4.assigned_to BETWEEN v_first AND v_last LIMIT 50)) k
                          WHERE k.id IS DISTINCT FROM except_id) c) x
          WHERE x.s IS NOT NULL);
 END
@@ -363,21 +373,21 @@ BEGIN
             SELECT o.id, t.depth + 1 FROM tree t JOIN crm.organizations o
                 ON o.tenant_id = crm_private.tenant_id() AND o.parent_id = t.id WHERE t.depth < 100)
         SELECT coalesce(jsonb_agg(x.j ORDER BY x.rn) FILTER (WHERE x.rn <= v_n), '[]'::jsonb),
-               CASE WHEN count(*) > v_n THEN max(x.k) FILTER (WHERE x.rn = v_n) END
+               CASE WHEN count(*) > v_n THEN max(crm_private.make_cursor('organizations', 'name', x.kv, x.kid)) FILTER (WHERE x.rn = v_n) END
           INTO v_rows, v_next
           FROM (SELECT row_number() OVER (ORDER BY lower(o.name), o.id) AS rn,
                        crm_private.organization_json(o) || jsonb_build_object('depth', t.depth) AS j,
-                       crm_private.make_cursor('organizations', 'name', lower(o.name), o.id) AS k
+                       lower(o.name) AS kv, o.id AS kid
                   FROM tree t JOIN crm.organizations o ON o.tenant_id = crm_private.tenant_id() AND o.id = t.id
                  WHERE (o.deleted_at IS NOT NULL) = v_deleted
                    AND (v_after.id IS NULL OR (lower(o.name), o.id) > (v_after.value, v_after.id))
                  ORDER BY lower(o.name), o.id LIMIT v_n + 1) x;
     ELSIF v_sort = 'name' THEN
         SELECT coalesce(jsonb_agg(x.j ORDER BY x.rn) FILTER (WHERE x.rn <= v_n), '[]'::jsonb),
-               CASE WHEN count(*) > v_n THEN max(x.k) FILTER (WHERE x.rn = v_n) END
+               CASE WHEN count(*) > v_n THEN max(crm_private.make_cursor('organizations', 'name', x.kv, x.kid)) FILTER (WHERE x.rn = v_n) END
           INTO v_rows, v_next
           FROM (SELECT row_number() OVER (ORDER BY lower(o.name), o.id) AS rn, crm_private.organization_json(o) AS j,
-                       crm_private.make_cursor('organizations', 'name', lower(o.name), o.id) AS k
+                       lower(o.name) AS kv, o.id AS kid
                   FROM crm.organizations o
                  WHERE o.tenant_id = crm_private.tenant_id() AND (o.deleted_at IS NOT NULL) = v_deleted
                    AND (list_organizations.parent_id IS NULL OR o.parent_id = list_organizations.parent_id)
@@ -385,10 +395,10 @@ BEGIN
                  ORDER BY lower(o.name), o.id LIMIT v_n + 1) x;
     ELSE
         SELECT coalesce(jsonb_agg(x.j ORDER BY x.rn) FILTER (WHERE x.rn <= v_n), '[]'::jsonb),
-               CASE WHEN count(*) > v_n THEN max(x.k) FILTER (WHERE x.rn = v_n) END
+               CASE WHEN count(*) > v_n THEN max(crm_private.make_cursor('organizations', 'newest', crm_private.time_key(x.kv), x.kid)) FILTER (WHERE x.rn = v_n) END
           INTO v_rows, v_next
           FROM (SELECT row_number() OVER (ORDER BY o.created_at DESC, o.id DESC) AS rn, crm_private.organization_json(o) AS j,
-                       crm_private.make_cursor('organizations', 'newest', crm_private.time_key(o.created_at), o.id) AS k
+                       o.created_at AS kv, o.id AS kid
                   FROM crm.organizations o
                  WHERE o.tenant_id = crm_private.tenant_id() AND (o.deleted_at IS NOT NULL) = v_deleted
                    AND (list_organizations.parent_id IS NULL OR o.parent_id = list_organizations.parent_id)
@@ -551,10 +561,10 @@ BEGIN
     v_after := crm_private.read_cursor(list_contacts.cursor, 'contacts', v_sort);
     IF v_sort = 'newest' THEN
         SELECT coalesce(jsonb_agg(x.j ORDER BY x.rn) FILTER (WHERE x.rn <= v_n), '[]'::jsonb),
-               CASE WHEN count(*) > v_n THEN max(x.k) FILTER (WHERE x.rn = v_n) END
+               CASE WHEN count(*) > v_n THEN max(crm_private.make_cursor('contacts', 'newest', crm_private.time_key(x.kv), x.kid)) FILTER (WHERE x.rn = v_n) END
           INTO v_rows, v_next
           FROM (SELECT row_number() OVER (ORDER BY c.created_at DESC, c.id DESC) AS rn, crm_private.contact_json(c) AS j,
-                       crm_private.make_cursor('contacts', 'newest', crm_private.time_key(c.created_at), c.id) AS k
+                       c.created_at AS kv, c.id AS kid
                   FROM crm.contacts c
                  WHERE c.tenant_id = crm_private.tenant_id() AND (c.deleted_at IS NOT NULL) = v_deleted
                    AND (list_contacts.organization_id IS NULL OR c.organization_id = list_contacts.organization_id)
@@ -563,10 +573,10 @@ BEGIN
                  ORDER BY c.created_at DESC, c.id DESC LIMIT v_n + 1) x;
     ELSE
         SELECT coalesce(jsonb_agg(x.j ORDER BY x.rn) FILTER (WHERE x.rn <= v_n), '[]'::jsonb),
-               CASE WHEN count(*) > v_n THEN max(x.k) FILTER (WHERE x.rn = v_n) END
+               CASE WHEN count(*) > v_n THEN max(crm_private.make_cursor('contacts', 'name', x.kv, x.kid)) FILTER (WHERE x.rn = v_n) END
           INTO v_rows, v_next
           FROM (SELECT row_number() OVER (ORDER BY c.sort_name, c.id) AS rn, crm_private.contact_json(c) AS j,
-                       crm_private.make_cursor('contacts', 'name', c.sort_name, c.id) AS k
+                       c.sort_name AS kv, c.id AS kid
                   FROM crm.contacts c
                  WHERE c.tenant_id = crm_private.tenant_id() AND (c.deleted_at IS NOT NULL) = v_deleted
                    AND (list_contacts.organization_id IS NULL OR c.organization_id = list_contacts.organization_id)
@@ -1045,10 +1055,10 @@ BEGIN
     v_after := crm_private.read_cursor(list_deals.cursor, 'deals', v_sort);
     IF v_sort = 'newest' THEN
         SELECT coalesce(jsonb_agg(x.j ORDER BY x.rn) FILTER (WHERE x.rn <= v_n), '[]'::jsonb),
-               CASE WHEN count(*) > v_n THEN max(x.k) FILTER (WHERE x.rn = v_n) END
+               CASE WHEN count(*) > v_n THEN max(crm_private.make_cursor('deals', 'newest', crm_private.time_key(x.kv), x.kid)) FILTER (WHERE x.rn = v_n) END
           INTO v_rows, v_next
           FROM (SELECT row_number() OVER (ORDER BY d.created_at DESC, d.id DESC) AS rn, crm_private.deal_json(d) AS j,
-                       crm_private.make_cursor('deals', 'newest', crm_private.time_key(d.created_at), d.id) AS k
+                       d.created_at AS kv, d.id AS kid
                   FROM crm.deals d
                  WHERE d.tenant_id = crm_private.tenant_id() AND (d.deleted_at IS NOT NULL) = v_deleted
                    AND (list_deals.stage IS NULL OR d.stage = list_deals.stage)
@@ -1062,11 +1072,11 @@ BEGIN
                  ORDER BY d.created_at DESC, d.id DESC LIMIT v_n + 1) x;
     ELSIF v_sort = 'close_date' THEN
         SELECT coalesce(jsonb_agg(x.j ORDER BY x.rn) FILTER (WHERE x.rn <= v_n), '[]'::jsonb),
-               CASE WHEN count(*) > v_n THEN max(x.k) FILTER (WHERE x.rn = v_n) END
+               CASE WHEN count(*) > v_n THEN max(crm_private.make_cursor('deals', 'close_date', x.kv, x.kid)) FILTER (WHERE x.rn = v_n) END
           INTO v_rows, v_next
           FROM (SELECT row_number() OVER (ORDER BY coalesce(d.expected_close_date, 'infinity'::date), d.id) AS rn,
                        crm_private.deal_json(d) AS j,
-                       crm_private.make_cursor('deals', 'close_date', to_char(coalesce(d.expected_close_date, 'infinity'::date), 'YYYY-MM-DD'), d.id) AS k
+                       to_char(coalesce(d.expected_close_date, 'infinity'::date), 'YYYY-MM-DD') AS kv, d.id AS kid
                   FROM crm.deals d
                  WHERE d.tenant_id = crm_private.tenant_id() AND (d.deleted_at IS NOT NULL) = v_deleted
                    AND (list_deals.stage IS NULL OR d.stage = list_deals.stage)
@@ -1081,10 +1091,10 @@ BEGIN
                  ORDER BY coalesce(d.expected_close_date, 'infinity'::date), d.id LIMIT v_n + 1) x;
     ELSE
         SELECT coalesce(jsonb_agg(x.j ORDER BY x.rn) FILTER (WHERE x.rn <= v_n), '[]'::jsonb),
-               CASE WHEN count(*) > v_n THEN max(x.k) FILTER (WHERE x.rn = v_n) END
+               CASE WHEN count(*) > v_n THEN max(crm_private.make_cursor('deals', 'amount', x.kv, x.kid)) FILTER (WHERE x.rn = v_n) END
           INTO v_rows, v_next
           FROM (SELECT row_number() OVER (ORDER BY d.amount DESC, d.id DESC) AS rn, crm_private.deal_json(d) AS j,
-                       crm_private.make_cursor('deals', 'amount', d.amount::text, d.id) AS k
+                       d.amount::text AS kv, d.id AS kid
                   FROM crm.deals d
                  WHERE d.tenant_id = crm_private.tenant_id() AND (d.deleted_at IS NOT NULL) = v_deleted
                    AND (list_deals.stage IS NULL OR d.stage = list_deals.stage)
@@ -1280,13 +1290,13 @@ BEGIN
     END IF;
     v_after := crm_private.read_cursor(deal_stage_history.cursor, 'deal_stage_history:' || deal_stage_history.id, 'newest');
     SELECT coalesce(jsonb_agg(x.j ORDER BY x.rn) FILTER (WHERE x.rn <= v_n), '[]'::jsonb),
-           CASE WHEN count(*) > v_n THEN max(x.k) FILTER (WHERE x.rn = v_n) END
+           CASE WHEN count(*) > v_n THEN max(crm_private.make_cursor('deal_stage_history:' || deal_stage_history.id, 'newest', crm_private.time_key(x.kv), x.kid)) FILTER (WHERE x.rn = v_n) END
       INTO v_rows, v_next
       FROM (SELECT row_number() OVER (ORDER BY h.changed_at DESC, h.id DESC) AS rn,
                    jsonb_build_object('id', h.id, 'from_stage', h.from_stage, 'to_stage', h.to_stage,
                                       'probability', h.probability, 'reason', h.reason, 'changed_by', h.changed_by,
                                       'changed_at', h.changed_at) AS j,
-                   crm_private.make_cursor('deal_stage_history:' || deal_stage_history.id, 'newest', crm_private.time_key(h.changed_at), h.id) AS k
+                   h.changed_at AS kv, h.id AS kid
               FROM crm.deal_stage_changes h
              WHERE h.tenant_id = crm_private.tenant_id() AND h.deal_id = deal_stage_history.id
                AND (v_after.id IS NULL OR (h.changed_at, h.id) < (v_after.value::timestamptz, v_after.id))
@@ -1402,10 +1412,10 @@ BEGIN
     END IF;
     v_after := crm_private.read_cursor(list_activities.cursor, 'activities', 'newest');
     SELECT coalesce(jsonb_agg(x.j ORDER BY x.rn) FILTER (WHERE x.rn <= v_n), '[]'::jsonb),
-           CASE WHEN count(*) > v_n THEN max(x.k) FILTER (WHERE x.rn = v_n) END
+           CASE WHEN count(*) > v_n THEN max(crm_private.make_cursor('activities', 'newest', crm_private.time_key(x.kv), x.kid)) FILTER (WHERE x.rn = v_n) END
       INTO v_rows, v_next
       FROM (SELECT row_number() OVER (ORDER BY a.occurred_at DESC, a.id DESC) AS rn, crm_private.activity_json(a) AS j,
-                   crm_private.make_cursor('activities', 'newest', crm_private.time_key(a.occurred_at), a.id) AS k
+                   a.occurred_at AS kv, a.id AS kid
               FROM crm.activities a
              WHERE a.tenant_id = crm_private.tenant_id() AND (a.archived_at IS NOT NULL) = v_archived
                AND (list_activities.contact_id IS NULL OR a.contact_id = list_activities.contact_id)

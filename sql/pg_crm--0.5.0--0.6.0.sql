@@ -1,7 +1,9 @@
 -- pg_crm 0.5.0 -> 0.6.0 (issue 8): the pipeline summary reads sums kept by triggers
 -- (crm.deal_totals) instead of adding up every deal; search_contacts looks up exact
 -- substrings first and similar words only when few records contain the text, an email
--- exactly and a phone number by its last ten digits.
+-- exactly and a phone number by its last ten digits; a new contact's name is compared only
+-- with the contacts of its organization or email domain (the only ones a similar name makes
+-- duplicates); lists build their next_cursor once, not for every row.
 -- Released scripts are frozen: a change after 0.6.0 goes into a new script.
 
 -- The pipeline summary's sums (PRD journey 2; issue 8), kept as deals change.
@@ -111,6 +113,349 @@ SELECT d.tenant_id, d.assigned_to, d.stage, d.currency, d.closed_at IS NULL, cou
 
 GRANT SELECT ON crm.deal_totals TO authenticated;
 REVOKE ALL ON FUNCTION crm_private.count_deal_totals() FROM PUBLIC;
+
+CREATE OR REPLACE FUNCTION api.list_organizations(parent_id uuid DEFAULT NULL, subtree_of uuid DEFAULT NULL, sort text DEFAULT 'name',
+                                       deleted boolean DEFAULT false, page_size integer DEFAULT 25, cursor text DEFAULT NULL)
+    RETURNS jsonb
+    LANGUAGE plpgsql STABLE SECURITY INVOKER
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    v_n integer := crm_private.page_size(list_organizations.page_size);
+    v_sort text := coalesce(list_organizations.sort, 'name');
+    v_deleted boolean := coalesce(list_organizations.deleted, false);
+    v_after record;
+    v_rows jsonb;
+    v_next text;
+BEGIN
+    PERFORM crm_private.require_permission('workspace.read');
+    IF v_sort NOT IN ('name', 'newest') THEN
+        PERFORM crm_private.bad_sort(ARRAY['name', 'newest']);
+    END IF;
+    IF parent_id IS NOT NULL AND subtree_of IS NOT NULL THEN
+        RAISE EXCEPTION 'invalid subtree_of: give parent_id or subtree_of, not both' USING ERRCODE = 'invalid_parameter_value',
+            DETAIL = 'field: subtree_of';
+    END IF;
+    PERFORM crm_private.require_organization(coalesce(parent_id, subtree_of),
+                                             CASE WHEN parent_id IS NOT NULL THEN 'parent_id' ELSE 'subtree_of' END);
+    v_after := crm_private.read_cursor(list_organizations.cursor, 'organizations', v_sort);
+    IF subtree_of IS NOT NULL THEN
+        -- The whole subtree below an organization (not the organization itself), by name.
+        IF v_sort <> 'name' THEN
+            PERFORM crm_private.bad_sort(ARRAY['name']);
+        END IF;
+        WITH RECURSIVE tree(id, depth) AS (
+            SELECT o.id, 1 FROM crm.organizations o WHERE o.tenant_id = crm_private.tenant_id() AND o.parent_id = subtree_of
+            UNION ALL
+            SELECT o.id, t.depth + 1 FROM tree t JOIN crm.organizations o
+                ON o.tenant_id = crm_private.tenant_id() AND o.parent_id = t.id WHERE t.depth < 100)
+        SELECT coalesce(jsonb_agg(x.j ORDER BY x.rn) FILTER (WHERE x.rn <= v_n), '[]'::jsonb),
+               CASE WHEN count(*) > v_n THEN max(crm_private.make_cursor('organizations', 'name', x.kv, x.kid)) FILTER (WHERE x.rn = v_n) END
+          INTO v_rows, v_next
+          FROM (SELECT row_number() OVER (ORDER BY lower(o.name), o.id) AS rn,
+                       crm_private.organization_json(o) || jsonb_build_object('depth', t.depth) AS j,
+                       lower(o.name) AS kv, o.id AS kid
+                  FROM tree t JOIN crm.organizations o ON o.tenant_id = crm_private.tenant_id() AND o.id = t.id
+                 WHERE (o.deleted_at IS NOT NULL) = v_deleted
+                   AND (v_after.id IS NULL OR (lower(o.name), o.id) > (v_after.value, v_after.id))
+                 ORDER BY lower(o.name), o.id LIMIT v_n + 1) x;
+    ELSIF v_sort = 'name' THEN
+        SELECT coalesce(jsonb_agg(x.j ORDER BY x.rn) FILTER (WHERE x.rn <= v_n), '[]'::jsonb),
+               CASE WHEN count(*) > v_n THEN max(crm_private.make_cursor('organizations', 'name', x.kv, x.kid)) FILTER (WHERE x.rn = v_n) END
+          INTO v_rows, v_next
+          FROM (SELECT row_number() OVER (ORDER BY lower(o.name), o.id) AS rn, crm_private.organization_json(o) AS j,
+                       lower(o.name) AS kv, o.id AS kid
+                  FROM crm.organizations o
+                 WHERE o.tenant_id = crm_private.tenant_id() AND (o.deleted_at IS NOT NULL) = v_deleted
+                   AND (list_organizations.parent_id IS NULL OR o.parent_id = list_organizations.parent_id)
+                   AND (v_after.id IS NULL OR (lower(o.name), o.id) > (v_after.value, v_after.id))
+                 ORDER BY lower(o.name), o.id LIMIT v_n + 1) x;
+    ELSE
+        SELECT coalesce(jsonb_agg(x.j ORDER BY x.rn) FILTER (WHERE x.rn <= v_n), '[]'::jsonb),
+               CASE WHEN count(*) > v_n THEN max(crm_private.make_cursor('organizations', 'newest', crm_private.time_key(x.kv), x.kid)) FILTER (WHERE x.rn = v_n) END
+          INTO v_rows, v_next
+          FROM (SELECT row_number() OVER (ORDER BY o.created_at DESC, o.id DESC) AS rn, crm_private.organization_json(o) AS j,
+                       o.created_at AS kv, o.id AS kid
+                  FROM crm.organizations o
+                 WHERE o.tenant_id = crm_private.tenant_id() AND (o.deleted_at IS NOT NULL) = v_deleted
+                   AND (list_organizations.parent_id IS NULL OR o.parent_id = list_organizations.parent_id)
+                   AND (v_after.id IS NULL OR (o.created_at, o.id) < (v_after.value::timestamptz, v_after.id))
+                 ORDER BY o.created_at DESC, o.id DESC LIMIT v_n + 1) x;
+    END IF;
+    RETURN jsonb_build_object('data', v_rows, 'next_cursor', v_next);
+END
+$$;
+COMMENT ON FUNCTION api.list_organizations(uuid, uuid, text, boolean, integer, text) IS
+'The workspace''s organizations: {data, next_cursor}. parent_id: only its direct subsidiaries; subtree_of: its whole subtree (each row with its depth). sort: name (default) or newest. deleted: true lists the soft-deleted ones instead. page_size 1-100 (default 25); pass next_cursor back as cursor. Any role.';
+
+CREATE OR REPLACE FUNCTION api.list_contacts(organization_id uuid DEFAULT NULL, assigned_to uuid DEFAULT NULL, sort text DEFAULT 'newest',
+                                  deleted boolean DEFAULT false, page_size integer DEFAULT 25, cursor text DEFAULT NULL)
+    RETURNS jsonb
+    LANGUAGE plpgsql STABLE SECURITY INVOKER
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    v_n integer := crm_private.page_size(list_contacts.page_size);
+    v_sort text := coalesce(list_contacts.sort, 'newest');
+    v_deleted boolean := coalesce(list_contacts.deleted, false);
+    v_after record;
+    v_rows jsonb;
+    v_next text;
+BEGIN
+    PERFORM crm_private.require_permission('workspace.read');
+    IF v_sort NOT IN ('newest', 'name') THEN
+        PERFORM crm_private.bad_sort(ARRAY['newest', 'name']);
+    END IF;
+    v_after := crm_private.read_cursor(list_contacts.cursor, 'contacts', v_sort);
+    IF v_sort = 'newest' THEN
+        SELECT coalesce(jsonb_agg(x.j ORDER BY x.rn) FILTER (WHERE x.rn <= v_n), '[]'::jsonb),
+               CASE WHEN count(*) > v_n THEN max(crm_private.make_cursor('contacts', 'newest', crm_private.time_key(x.kv), x.kid)) FILTER (WHERE x.rn = v_n) END
+          INTO v_rows, v_next
+          FROM (SELECT row_number() OVER (ORDER BY c.created_at DESC, c.id DESC) AS rn, crm_private.contact_json(c) AS j,
+                       c.created_at AS kv, c.id AS kid
+                  FROM crm.contacts c
+                 WHERE c.tenant_id = crm_private.tenant_id() AND (c.deleted_at IS NOT NULL) = v_deleted
+                   AND (list_contacts.organization_id IS NULL OR c.organization_id = list_contacts.organization_id)
+                   AND (list_contacts.assigned_to IS NULL OR c.assigned_to = list_contacts.assigned_to)
+                   AND (v_after.id IS NULL OR (c.created_at, c.id) < (v_after.value::timestamptz, v_after.id))
+                 ORDER BY c.created_at DESC, c.id DESC LIMIT v_n + 1) x;
+    ELSE
+        SELECT coalesce(jsonb_agg(x.j ORDER BY x.rn) FILTER (WHERE x.rn <= v_n), '[]'::jsonb),
+               CASE WHEN count(*) > v_n THEN max(crm_private.make_cursor('contacts', 'name', x.kv, x.kid)) FILTER (WHERE x.rn = v_n) END
+          INTO v_rows, v_next
+          FROM (SELECT row_number() OVER (ORDER BY c.sort_name, c.id) AS rn, crm_private.contact_json(c) AS j,
+                       c.sort_name AS kv, c.id AS kid
+                  FROM crm.contacts c
+                 WHERE c.tenant_id = crm_private.tenant_id() AND (c.deleted_at IS NOT NULL) = v_deleted
+                   AND (list_contacts.organization_id IS NULL OR c.organization_id = list_contacts.organization_id)
+                   AND (list_contacts.assigned_to IS NULL OR c.assigned_to = list_contacts.assigned_to)
+                   AND (v_after.id IS NULL OR (c.sort_name, c.id) > (v_after.value, v_after.id))
+                 ORDER BY c.sort_name, c.id LIMIT v_n + 1) x;
+    END IF;
+    RETURN jsonb_build_object('data', v_rows, 'next_cursor', v_next);
+END
+$$;
+COMMENT ON FUNCTION api.list_contacts(uuid, uuid, text, boolean, integer, text) IS
+'The contacts the caller sees (reps: assigned to them; managers and admins: all): {data, next_cursor}. Filters organization_id, assigned_to. sort: newest (default) or name (last name, first name). deleted: true lists the soft-deleted ones instead. page_size 1-100 (default 25); pass next_cursor back as cursor.';
+
+CREATE OR REPLACE FUNCTION api.list_deals(stage text DEFAULT NULL, assigned_to uuid DEFAULT NULL, organization_id uuid DEFAULT NULL,
+                               contact_id uuid DEFAULT NULL, min_probability integer DEFAULT NULL,
+                               max_probability integer DEFAULT NULL, close_from date DEFAULT NULL, close_to date DEFAULT NULL,
+                               sort text DEFAULT 'newest', deleted boolean DEFAULT false, page_size integer DEFAULT 25,
+                               cursor text DEFAULT NULL) RETURNS jsonb
+    LANGUAGE plpgsql STABLE SECURITY INVOKER
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    v_n integer := crm_private.page_size(list_deals.page_size);
+    v_sort text := coalesce(list_deals.sort, 'newest');
+    v_deleted boolean := coalesce(list_deals.deleted, false);
+    v_min integer := coalesce(min_probability, 0);
+    v_max integer := coalesce(max_probability, 100);
+    v_after record;
+    v_rows jsonb;
+    v_next text;
+BEGIN
+    PERFORM crm_private.require_permission('workspace.read');
+    IF v_sort NOT IN ('newest', 'close_date', 'amount') THEN
+        PERFORM crm_private.bad_sort(ARRAY['newest', 'close_date', 'amount']);
+    END IF;
+    IF list_deals.stage IS NOT NULL THEN
+        PERFORM crm_private.require_stage(list_deals.stage);
+    END IF;
+    IF v_min NOT BETWEEN 0 AND 100 THEN
+        RAISE EXCEPTION 'invalid min_probability: 0 to 100' USING ERRCODE = 'invalid_parameter_value', DETAIL = 'field: min_probability';
+    END IF;
+    IF v_max NOT BETWEEN 0 AND 100 OR v_max < v_min THEN
+        RAISE EXCEPTION 'invalid max_probability: 0 to 100, not below min_probability' USING ERRCODE = 'invalid_parameter_value',
+            DETAIL = 'field: max_probability';
+    END IF;
+    IF close_to < close_from THEN
+        RAISE EXCEPTION 'invalid close_to: before close_from' USING ERRCODE = 'invalid_parameter_value', DETAIL = 'field: close_to';
+    END IF;
+    v_after := crm_private.read_cursor(list_deals.cursor, 'deals', v_sort);
+    IF v_sort = 'newest' THEN
+        SELECT coalesce(jsonb_agg(x.j ORDER BY x.rn) FILTER (WHERE x.rn <= v_n), '[]'::jsonb),
+               CASE WHEN count(*) > v_n THEN max(crm_private.make_cursor('deals', 'newest', crm_private.time_key(x.kv), x.kid)) FILTER (WHERE x.rn = v_n) END
+          INTO v_rows, v_next
+          FROM (SELECT row_number() OVER (ORDER BY d.created_at DESC, d.id DESC) AS rn, crm_private.deal_json(d) AS j,
+                       d.created_at AS kv, d.id AS kid
+                  FROM crm.deals d
+                 WHERE d.tenant_id = crm_private.tenant_id() AND (d.deleted_at IS NOT NULL) = v_deleted
+                   AND (list_deals.stage IS NULL OR d.stage = list_deals.stage)
+                   AND (list_deals.assigned_to IS NULL OR d.assigned_to = list_deals.assigned_to)
+                   AND (list_deals.organization_id IS NULL OR d.organization_id = list_deals.organization_id)
+                   AND (list_deals.contact_id IS NULL OR d.contact_id = list_deals.contact_id)
+                   AND d.probability BETWEEN v_min AND v_max
+                   AND (close_from IS NULL OR d.expected_close_date >= close_from)
+                   AND (close_to IS NULL OR d.expected_close_date <= close_to)
+                   AND (v_after.id IS NULL OR (d.created_at, d.id) < (v_after.value::timestamptz, v_after.id))
+                 ORDER BY d.created_at DESC, d.id DESC LIMIT v_n + 1) x;
+    ELSIF v_sort = 'close_date' THEN
+        SELECT coalesce(jsonb_agg(x.j ORDER BY x.rn) FILTER (WHERE x.rn <= v_n), '[]'::jsonb),
+               CASE WHEN count(*) > v_n THEN max(crm_private.make_cursor('deals', 'close_date', x.kv, x.kid)) FILTER (WHERE x.rn = v_n) END
+          INTO v_rows, v_next
+          FROM (SELECT row_number() OVER (ORDER BY coalesce(d.expected_close_date, 'infinity'::date), d.id) AS rn,
+                       crm_private.deal_json(d) AS j,
+                       to_char(coalesce(d.expected_close_date, 'infinity'::date), 'YYYY-MM-DD') AS kv, d.id AS kid
+                  FROM crm.deals d
+                 WHERE d.tenant_id = crm_private.tenant_id() AND (d.deleted_at IS NOT NULL) = v_deleted
+                   AND (list_deals.stage IS NULL OR d.stage = list_deals.stage)
+                   AND (list_deals.assigned_to IS NULL OR d.assigned_to = list_deals.assigned_to)
+                   AND (list_deals.organization_id IS NULL OR d.organization_id = list_deals.organization_id)
+                   AND (list_deals.contact_id IS NULL OR d.contact_id = list_deals.contact_id)
+                   AND d.probability BETWEEN v_min AND v_max
+                   AND (close_from IS NULL OR d.expected_close_date >= close_from)
+                   AND (close_to IS NULL OR d.expected_close_date <= close_to)
+                   AND (v_after.id IS NULL OR (coalesce(d.expected_close_date, 'infinity'::date), d.id)
+                                               > (CASE WHEN v_after.value ~ '^\d{4}-' THEN v_after.value::date ELSE 'infinity'::date END, v_after.id))
+                 ORDER BY coalesce(d.expected_close_date, 'infinity'::date), d.id LIMIT v_n + 1) x;
+    ELSE
+        SELECT coalesce(jsonb_agg(x.j ORDER BY x.rn) FILTER (WHERE x.rn <= v_n), '[]'::jsonb),
+               CASE WHEN count(*) > v_n THEN max(crm_private.make_cursor('deals', 'amount', x.kv, x.kid)) FILTER (WHERE x.rn = v_n) END
+          INTO v_rows, v_next
+          FROM (SELECT row_number() OVER (ORDER BY d.amount DESC, d.id DESC) AS rn, crm_private.deal_json(d) AS j,
+                       d.amount::text AS kv, d.id AS kid
+                  FROM crm.deals d
+                 WHERE d.tenant_id = crm_private.tenant_id() AND (d.deleted_at IS NOT NULL) = v_deleted
+                   AND (list_deals.stage IS NULL OR d.stage = list_deals.stage)
+                   AND (list_deals.assigned_to IS NULL OR d.assigned_to = list_deals.assigned_to)
+                   AND (list_deals.organization_id IS NULL OR d.organization_id = list_deals.organization_id)
+                   AND (list_deals.contact_id IS NULL OR d.contact_id = list_deals.contact_id)
+                   AND d.probability BETWEEN v_min AND v_max
+                   AND (close_from IS NULL OR d.expected_close_date >= close_from)
+                   AND (close_to IS NULL OR d.expected_close_date <= close_to)
+                   AND (v_after.id IS NULL OR (d.amount, d.id) < (v_after.value::numeric, v_after.id))
+                 ORDER BY d.amount DESC, d.id DESC LIMIT v_n + 1) x;
+    END IF;
+    RETURN jsonb_build_object('data', v_rows, 'next_cursor', v_next);
+END
+$$;
+COMMENT ON FUNCTION api.list_deals(text, uuid, uuid, uuid, integer, integer, date, date, text, boolean, integer, text) IS
+'The deals the caller sees (reps: assigned to them; managers and admins: all), filtered by any combination of stage, assigned_to, organization_id, contact_id, min_probability/max_probability (0-100) and close_from/close_to (expected close date, inclusive) (PRD F8.3): {data, next_cursor}. sort: newest (default), close_date (soonest first, undated last) or amount (largest first). deleted: true lists the soft-deleted ones instead. page_size 1-100 (default 25); pass next_cursor back as cursor with the same sort. 22023 naming the filter for an unknown stage, a probability outside 0-100 or dates in the wrong order.';
+
+CREATE OR REPLACE FUNCTION api.deal_stage_history(id uuid, page_size integer DEFAULT 25, cursor text DEFAULT NULL) RETURNS jsonb
+    LANGUAGE plpgsql STABLE SECURITY INVOKER
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    v_n integer := crm_private.page_size(deal_stage_history.page_size);
+    v_after record;
+    v_rows jsonb;
+    v_next text;
+BEGIN
+    PERFORM crm_private.require_permission('workspace.read');
+    IF NOT EXISTS (SELECT 1 FROM crm.deals d WHERE d.tenant_id = crm_private.tenant_id() AND d.id = deal_stage_history.id) THEN
+        PERFORM crm_private.not_found('deal', 'id');
+    END IF;
+    v_after := crm_private.read_cursor(deal_stage_history.cursor, 'deal_stage_history:' || deal_stage_history.id, 'newest');
+    SELECT coalesce(jsonb_agg(x.j ORDER BY x.rn) FILTER (WHERE x.rn <= v_n), '[]'::jsonb),
+           CASE WHEN count(*) > v_n THEN max(crm_private.make_cursor('deal_stage_history:' || deal_stage_history.id, 'newest', crm_private.time_key(x.kv), x.kid)) FILTER (WHERE x.rn = v_n) END
+      INTO v_rows, v_next
+      FROM (SELECT row_number() OVER (ORDER BY h.changed_at DESC, h.id DESC) AS rn,
+                   jsonb_build_object('id', h.id, 'from_stage', h.from_stage, 'to_stage', h.to_stage,
+                                      'probability', h.probability, 'reason', h.reason, 'changed_by', h.changed_by,
+                                      'changed_at', h.changed_at) AS j,
+                   h.changed_at AS kv, h.id AS kid
+              FROM crm.deal_stage_changes h
+             WHERE h.tenant_id = crm_private.tenant_id() AND h.deal_id = deal_stage_history.id
+               AND (v_after.id IS NULL OR (h.changed_at, h.id) < (v_after.value::timestamptz, v_after.id))
+             ORDER BY h.changed_at DESC, h.id DESC LIMIT v_n + 1) x;
+    RETURN jsonb_build_object('data', v_rows, 'next_cursor', v_next);
+END
+$$;
+COMMENT ON FUNCTION api.deal_stage_history(uuid, integer, text) IS
+'A deal''s stage changes, newest first (PRD F8.8): {data: [{id, from_stage, to_stage, probability, reason, changed_by, changed_at}], next_cursor}. Whoever sees the deal. P0002 if the caller sees no deal with this id.';
+
+CREATE OR REPLACE FUNCTION api.list_activities(contact_id uuid DEFAULT NULL, deal_id uuid DEFAULT NULL, archived boolean DEFAULT false,
+                                    page_size integer DEFAULT 25, cursor text DEFAULT NULL) RETURNS jsonb
+    LANGUAGE plpgsql STABLE SECURITY INVOKER
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    v_n integer := crm_private.page_size(list_activities.page_size);
+    v_archived boolean := coalesce(list_activities.archived, false);
+    v_after record;
+    v_rows jsonb;
+    v_next text;
+BEGIN
+    PERFORM crm_private.require_permission('workspace.read');
+    IF list_activities.contact_id IS NOT NULL AND NOT EXISTS (
+           SELECT 1 FROM crm.contacts c WHERE c.tenant_id = crm_private.tenant_id() AND c.id = list_activities.contact_id) THEN
+        PERFORM crm_private.not_found('contact', 'contact_id');
+    END IF;
+    IF list_activities.deal_id IS NOT NULL AND NOT EXISTS (
+           SELECT 1 FROM crm.deals d WHERE d.tenant_id = crm_private.tenant_id() AND d.id = list_activities.deal_id) THEN
+        PERFORM crm_private.not_found('deal', 'deal_id');
+    END IF;
+    v_after := crm_private.read_cursor(list_activities.cursor, 'activities', 'newest');
+    SELECT coalesce(jsonb_agg(x.j ORDER BY x.rn) FILTER (WHERE x.rn <= v_n), '[]'::jsonb),
+           CASE WHEN count(*) > v_n THEN max(crm_private.make_cursor('activities', 'newest', crm_private.time_key(x.kv), x.kid)) FILTER (WHERE x.rn = v_n) END
+      INTO v_rows, v_next
+      FROM (SELECT row_number() OVER (ORDER BY a.occurred_at DESC, a.id DESC) AS rn, crm_private.activity_json(a) AS j,
+                   a.occurred_at AS kv, a.id AS kid
+              FROM crm.activities a
+             WHERE a.tenant_id = crm_private.tenant_id() AND (a.archived_at IS NOT NULL) = v_archived
+               AND (list_activities.contact_id IS NULL OR a.contact_id = list_activities.contact_id)
+               AND (list_activities.deal_id IS NULL OR a.deal_id = list_activities.deal_id)
+               AND (v_after.id IS NULL OR (a.occurred_at, a.id) < (v_after.value::timestamptz, v_after.id))
+             ORDER BY a.occurred_at DESC, a.id DESC LIMIT v_n + 1) x;
+    RETURN jsonb_build_object('data', v_rows, 'next_cursor', v_next);
+END
+$$;
+COMMENT ON FUNCTION api.list_activities(uuid, uuid, boolean, integer, text) IS
+'Activity history, newest first (PRD F10.3): of a contact, of a deal, or (neither given) everything the caller sees: {data: [{id, type, description, occurred_at, actor_id, contact_id, deal_id, archived_at, archived_by, created_at}], next_cursor}. archived: true lists the archived ones instead. page_size 1-100 (default 25); pass next_cursor back as cursor. P0002 naming contact_id or deal_id if the caller sees no such record.';
+
+CREATE OR REPLACE FUNCTION crm_private.contact_duplicates(first_name text, last_name text, email text, phone text,
+                                               organization_id uuid, except_id uuid) RETURNS jsonb
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+    SET enable_seqscan = off
+    SET plan_cache_mode = force_custom_plan
+    AS $$
+DECLARE
+    v_name text := lower(btrim(coalesce(first_name, '') || ' ' || coalesce(last_name, '')));
+    v_phone text := right(crm_private.phone_digits(phone), 10);
+    v_email text := lower(email);
+    -- '%@domain%' (LIKE-escaped), matched against search_text, which holds the email.
+    v_domain text := '%@' || nullif(replace(replace(replace(split_part(lower(email), '@', 2), '\', '\\'), '%', '\%'), '_', '\_'), '') || '%';
+    v_tenant uuid := crm_private.tenant_id();
+    v_first uuid := crm_private.first_visible_assignee();
+    v_last uuid := crm_private.last_visible_assignee();
+BEGIN
+    RETURN (
+        SELECT coalesce(jsonb_agg(jsonb_build_object('id', x.id, 'first_name', x.first_name, 'last_name', x.last_name,
+                                                     'email', x.email, 'phone', x.phone, 'organization_id', x.organization_id,
+                                                     'score', x.s -> 'score', 'reason', x.s -> 'reason')
+                                  ORDER BY (x.s ->> 'score')::float8 DESC, x.id), '[]'::jsonb)
+          FROM (SELECT c.*, crm_private.contact_duplicate(contact_duplicates.first_name, contact_duplicates.last_name,
+                          contact_duplicates.email, contact_duplicates.phone, contact_duplicates.organization_id,
+                          c.first_name, c.last_name, c.email, c.phone, c.organization_id) AS s
+                  FROM (SELECT DISTINCT ON (k.id) k.* FROM (
+                          (SELECT c1.* FROM crm.contacts c1
+                            WHERE c1.tenant_id = v_tenant AND v_email IS NOT NULL AND lower(c1.email) = v_email
+                              AND c1.deleted_at IS NULL AND c1.assigned_to BETWEEN v_first AND v_last LIMIT 20)
+                          UNION ALL
+                          (SELECT c2.* FROM crm.contacts c2
+                            WHERE c2.tenant_id = v_tenant AND length(v_phone) >= 4 AND right(c2.phone_digits, 10) = v_phone
+                              AND c2.deleted_at IS NULL AND c2.assigned_to BETWEEN v_first AND v_last LIMIT 20)
+                          UNION ALL
+                          -- A similar name counts only in the same organization or under the
+                          -- same email domain (domain::duplicates): only those are read.
+                          (SELECT c3.* FROM crm.contacts c3
+                            WHERE c3.tenant_id = v_tenant AND length(v_name) >= 3
+                              AND c3.organization_id = contact_duplicates.organization_id AND v_name <% c3.search_text
+                              AND c3.deleted_at IS NULL AND c3.assigned_to BETWEEN v_first AND v_last LIMIT 50)
+                          UNION ALL
+                          (SELECT c4.* FROM crm.contacts c4
+                            WHERE c4.tenant_id = v_tenant AND length(v_name) >= 3 AND v_domain IS NOT NULL
+                              AND c4.search_text LIKE v_domain AND v_name <% c4.search_text
+                              AND c4.deleted_at IS NULL AND c4.assigned_to BETWEEN v_first AND v_last LIMIT 50)) k
+                         WHERE k.id IS DISTINCT FROM except_id) c) x
+         WHERE x.s IS NOT NULL);
+END
+$$;
+COMMENT ON FUNCTION crm_private.contact_duplicates(text, text, text, text, uuid, uuid) IS 'Likely duplicates of a contact among the live contacts the caller sees: [{id, names, email, phone, organization_id, score, reason}], best first.';
 
 CREATE OR REPLACE FUNCTION api.pipeline_summary() RETURNS jsonb
     LANGUAGE plpgsql STABLE SECURITY INVOKER
@@ -271,13 +616,19 @@ COMMENT ON FUNCTION crm_private.contact_search(text, text, text, numeric, uuid, 
 COMMENT ON FUNCTION api.search_contacts(text, integer, text) IS
 'Search the contacts the caller sees by name, email, phone or company in one call (PRD F7.3), best match first: {data: [{...contact, rank}], next_cursor}. A fragment matches anywhere in a name, email or company (rank 0.95 at the start of a word, 0.9 inside one, 0.8x through the company); when fewer than 10 records contain it, similar words are found too (typos, rank up to 0.85). A complete email finds its contact (rank 1). Phone numbers are compared as digits, so +1 (555) 010-0200 finds 5550100200 (ten or more digits: the last ten must match). q: 2-200 characters. page_size 1-100 (default 25); pass next_cursor back with the same q.';
 
--- contact_search uses pg_trgm's operators: pg_trgm's schema goes on its search_path again,
--- as crm.sql does on a fresh install.
+-- The replaced functions that use pg_trgm's operators get pg_trgm's schema on their
+-- search_path again, as crm.sql does on a fresh install.
 DO $trgm$
 DECLARE
     v_schema text := (SELECT n.nspname FROM pg_catalog.pg_extension e JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace
                        WHERE e.extname = 'pg_trgm');
+    v_function regprocedure;
 BEGIN
-    EXECUTE pg_catalog.format('ALTER FUNCTION crm_private.contact_search(text, text, text, numeric, uuid, integer) SET search_path = pg_catalog, %I, pg_temp', v_schema);
+    FOREACH v_function IN ARRAY ARRAY[
+        'crm_private.contact_search(text, text, text, numeric, uuid, integer)'::regprocedure,
+        'crm_private.contact_duplicates(text, text, text, text, uuid, uuid)'::regprocedure]
+    LOOP
+        EXECUTE pg_catalog.format('ALTER FUNCTION %s SET search_path = pg_catalog, %I, pg_temp', v_function, v_schema);
+    END LOOP;
 END
 $trgm$;

@@ -372,7 +372,12 @@ async fn lists_search_and_filters_use_indexes_at_scale() {
         ("list_organizations", "api.list_organizations()".into()),
         (
             "find_duplicate_contacts",
-            "api.find_duplicate_contacts(first_name => 'Petra', last_name => 'Novak')".into(),
+            "api.find_duplicate_contacts(first_name => 'Petra', last_name => 'Novak', email => 'p.novak@acme.example')"
+                .into(),
+        ),
+        (
+            "find_duplicate_contacts",
+            format!("api.find_duplicate_contacts(first_name => 'Petra', last_name => 'Novak', organization_id => '{org_id}')"),
         ),
     ];
     let mut failures = Vec::new();
