@@ -120,7 +120,8 @@ cargo build -q "${profile_flag[@]}" -p edge --bin aura-edge -p aura-bench --bin 
 bin=$CARGO_TARGET_DIR/$profile
 
 clients=${BENCH_CLIENTS:-16}
-start_edge() { # NAME DATABASE_URL -> prints the edge's URL
+# Not in a $(...) subshell: the edge's pid must reach `pids`, which cleanup stops.
+start_edge() { # NAME DATABASE_URL [RATE_LIMIT] -> sets edge_url
     local name=$1 url=$2 limit=${3:-1000000} listen
     listen=127.0.0.1:$("$ROOT/scripts/pgcluster" free-port)
     AURA_LISTEN=$listen AURA_AUTHENTICATOR_URL=$url AURA_JWT_SECRET=$jwt_secret \
@@ -129,7 +130,7 @@ start_edge() { # NAME DATABASE_URL -> prints the edge's URL
         RUST_LOG=warn "$bin/aura-edge" >"$tmp/edge-$name.log" 2>&1 &
     pids+=($!)
     for _ in $(seq 200); do
-        curl -fsS "http://$listen/ready" >/dev/null 2>&1 && { echo "http://$listen"; return 0; }
+        curl -fsS "http://$listen/ready" >/dev/null 2>&1 && { edge_url="http://$listen"; return 0; }
         sleep 0.1
     done
     echo "bench: the $name edge did not become ready" >&2
@@ -137,13 +138,17 @@ start_edge() { # NAME DATABASE_URL -> prints the edge's URL
 }
 # The edges: on the seeded database (its rate limiter on, with a limit the load never reaches),
 # on the few-tenants database, through PgBouncer, and with the limiter off.
-edge_many=$(start_edge many "$edge_db_url")
-edge_few=$(start_edge few "$few_db_url")
+start_edge many "$edge_db_url"
+edge_many=$edge_url
+start_edge few "$few_db_url"
+edge_few=$edge_url
 bouncer_port=$("$ROOT/scripts/pgcluster" free-port)
 bouncer_dir=$tmp/bouncer
 "$ROOT/scripts/pgcluster" bouncer "$bouncer_dir" "$port" "$bouncer_port" ${userlist:+"$userlist"}
-edge_bouncer=$(start_edge bouncer "postgresql://authenticator@127.0.0.1:$bouncer_port/aura?sslmode=disable")
-edge_unlimited=$(start_edge unlimited "$edge_db_url" 0)
+start_edge bouncer "postgresql://authenticator@127.0.0.1:$bouncer_port/aura?sslmode=disable"
+edge_bouncer=$edge_url
+start_edge unlimited "$edge_db_url" 0
+edge_unlimited=$edge_url
 
 commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 git diff --quiet HEAD 2>/dev/null || commit="$commit+changes"

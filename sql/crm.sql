@@ -220,8 +220,7 @@ DECLARE
     v_name text := lower(btrim(coalesce(first_name, '') || ' ' || coalesce(last_name, '')));
     v_phone text := right(crm_private.phone_digits(phone), 10);
     v_email text := lower(email);
-    -- '%@domain%' (LIKE-escaped), matched against search_text, which holds the email.
-    v_domain text := '%@' || nullif(replace(replace(replace(split_part(lower(email), '@', 2), '\', '\\'), '%', '\%'), '_', '\_'), '') || '%';
+    v_domain text := nullif(split_part(lower(email), '@', 2), '');
     v_tenant uuid := crm_private.tenant_id();
     v_first uuid := crm_private.first_visible_assignee();
     v_last uuid := crm_private.last_visible_assignee();
@@ -250,9 +249,11 @@ BEGIN
                               AND c3.organization_id = contact_duplicates.organization_id AND v_name <% c3.search_text
                               AND c3.deleted_at IS NULL AND c3.assigned_to BETWEEN v_first AND v_last LIMIT 50)
                           UNION ALL
+                          -- (By the domain's index, or by the name's trigrams where the
+                          -- domain is common: the planner knows the domains' frequencies.)
                           (SELECT c4.* FROM crm.contacts c4
                             WHERE c4.tenant_id = v_tenant AND length(v_name) >= 3 AND v_domain IS NOT NULL
-                              AND c4.search_text LIKE v_domain AND v_name <% c4.search_text
+                              AND split_part(lower(c4.email), '@', 2) = v_domain AND v_name <% c4.search_text
                               AND c4.deleted_at IS NULL AND c4.assigned_to BETWEEN v_first AND v_last LIMIT 50)) k
                          WHERE k.id IS DISTINCT FROM except_id) c) x
          WHERE x.s IS NOT NULL);

@@ -184,6 +184,8 @@ CREATE INDEX contacts_merged_into_idx ON crm.contacts (tenant_id, merged_into);
 CREATE INDEX contacts_created_idx ON crm.contacts (tenant_id, created_at, id, assigned_to);
 CREATE INDEX contacts_name_idx ON crm.contacts (tenant_id, sort_name, id, assigned_to);
 CREATE INDEX contacts_phone_idx ON crm.contacts (tenant_id, pg_catalog.right(phone_digits, 10));
+-- Duplicate candidates: a similar name under the same email domain (crm_private.contact_duplicates).
+CREATE INDEX contacts_email_domain_idx ON crm.contacts (tenant_id, pg_catalog.split_part(pg_catalog.lower(email), '@', 2));
 CREATE INDEX contacts_search_trgm_idx ON crm.contacts USING gin (tenant_id, search_text gin_trgm_ops);
 COMMENT ON TABLE crm.contacts IS 'People (PRD F7): name, email (unique per tenant among live contacts), phone, title, organization, assigned_to, custom fields; soft-deleted with deleted_at; merged_into names the contact a merged one went into.';
 

@@ -167,7 +167,12 @@ impl Scenario {
                 let id = uuid::Uuid::new_v4().simple().to_string();
                 args.insert("first_name".into(), json!(format!("B{}", &id[..8])));
                 args.insert("last_name".into(), json!(format!("L{}", &id[8..20])));
-                args.insert("email".into(), json!(format!("bench-{id}@load.example")));
+                // New contacts work at one of 1,000 companies, as people do: not all at one.
+                let company = rng.next() % 1000;
+                args.insert(
+                    "email".into(),
+                    json!(format!("bench-{id}@c{company}.load.example")),
+                );
             }
             Vary::DealAmount(ids) => {
                 args.insert("id".into(), json!(rng.pick(ids)));
@@ -198,7 +203,7 @@ impl Scenario {
                 String::new(),
                 "jsonb_build_object('first_name', 'B' || left(md5(random()::text), 8), \
                  'last_name', 'L' || left(md5(random()::text), 12), \
-                 'email', 'bench-' || gen_random_uuid() || '@load.example')"
+                 'email', 'bench-' || gen_random_uuid() || '@c' || (random() * 999)::integer || '.load.example')"
                     .into(),
             ),
             Vary::DealAmount(_) => (
