@@ -66,6 +66,7 @@ BEGIN
         'recovers_per_email', 5,
         'verifies_per_ip', 60,
         'verify_failures_per_email', 5,
+        'reauthentication_expiry', 300,
         'send_window', 3600)
         || coalesce((SELECT jsonb_object_agg(s.key, s.value) FROM crm_private.auth_settings s), '{}'::jsonb);
 END
@@ -917,6 +918,72 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION crm_private.auth_recover(jsonb) IS 'POST /auth/v1/recover: emails a recovery link if the address has an account; replies the same either way.';
+
+--------------------------------------------------------------------------------------------
+-- POST /reauthenticate (NFR-S8): a one-time code to the signed-in user's email, the `nonce`
+-- that sensitive operations require (crm_private.require_reauthentication): member removal
+-- now, workspace deletion and data export when they exist. Like GoTrue's, the code is
+-- single use and short-lived (reauthentication_expiry, 300 s); a new request replaces it.
+--------------------------------------------------------------------------------------------
+CREATE FUNCTION crm_private.auth_reauthenticate(req jsonb) RETURNS jsonb
+    LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    cfg jsonb := crm_private.auth_config();
+    cur record := crm_private.auth_current_user(req);
+    v_code text := crm_private.random_digits(6);
+    v_wait integer;
+BEGIN
+    IF cur.refusal IS NOT NULL THEN
+        RETURN cur.refusal;
+    END IF;
+    v_wait := crm_private.auth_throttle('reauthenticate:user:' || (cur.u).id, (cfg ->> 'recovers_per_email')::integer,
+                                        (cfg ->> 'send_window')::integer, true);
+    IF v_wait > 0 THEN
+        RETURN crm_private.auth_error(429, 'over_email_send_rate_limit', 'Email rate limit exceeded', jsonb_build_object('retry_after', v_wait));
+    END IF;
+    UPDATE auth.users x
+       SET reauthentication_token = crm_private.auth_code_digest('reauthentication:' || x.id, v_code),
+           reauthentication_sent_at = now()
+     WHERE x.id = (cur.u).id;
+    INSERT INTO core.email_outbox (tenant_id, kind, recipient, subject, body)
+    VALUES ((SELECT m.tenant_id FROM crm_private.auth_membership((cur.u).id) m), 'reauthentication', (cur.u).email,
+            'Confirm it is you',
+            'Enter this code in Aura to confirm a sensitive change (valid for '
+            || greatest((cfg ->> 'reauthentication_expiry')::integer / 60, 1) || E' minutes, once).\n\nCode: ' || v_code
+            || E'\n\nIf you did not ask for it, someone else may be using your account: change your password.\n');
+    RETURN jsonb_build_object('body', '{}'::jsonb);
+END
+$$;
+COMMENT ON FUNCTION crm_private.auth_reauthenticate(jsonb) IS 'POST /auth/v1/reauthenticate: emails the signed-in user a one-time code, the nonce sensitive operations require.';
+
+-- Consumes the request user's reauthentication code, or refuses the operation (42501). Only
+-- its digest is stored; it is cleared on use. A wrong code raises, which rolls back the
+-- request, so guesses are bounded by the rate limit (AURA_RATE_LIMIT per user and minute:
+-- 500 in the 5 minutes a code lives, against 1,000,000 codes).
+CREATE FUNCTION crm_private.require_reauthentication(nonce text) RETURNS void
+    LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    v_user uuid := crm_private.user_id();
+BEGIN
+    IF coalesce(btrim(nonce), '') = '' THEN
+        RAISE EXCEPTION 'this operation needs a reauthentication nonce' USING ERRCODE = 'insufficient_privilege',
+            DETAIL = 'field: nonce', HINT = 'POST /auth/v1/reauthenticate emails you a code; pass it as nonce';
+    END IF;
+    UPDATE auth.users x SET reauthentication_token = '', reauthentication_sent_at = NULL
+     WHERE x.id = v_user
+       AND x.reauthentication_token = crm_private.auth_code_digest('reauthentication:' || x.id, btrim(nonce))
+       AND x.reauthentication_sent_at > now() - make_interval(secs => (crm_private.auth_config() ->> 'reauthentication_expiry')::integer);
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'the reauthentication nonce is wrong, used or expired' USING ERRCODE = 'insufficient_privilege',
+            DETAIL = 'field: nonce', HINT = 'POST /auth/v1/reauthenticate emails you a new code';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION crm_private.require_reauthentication(text) IS 'Sensitive operations call this first: it consumes the request user''s fresh reauthentication code (POST /auth/v1/reauthenticate) or raises 42501.';
 
 --------------------------------------------------------------------------------------------
 -- POST /verify and GET /verify: a link token (token_hash, or token + email) for signup,

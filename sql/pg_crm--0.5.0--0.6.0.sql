@@ -3,7 +3,8 @@
 -- substrings first and similar words only when few records contain the text, an email
 -- exactly and a phone number by its last ten digits; a new contact's name is compared only
 -- with the contacts of its organization or email domain (the only ones a similar name makes
--- duplicates); lists build their next_cursor once, not for every row.
+-- duplicates); lists build their next_cursor once, not for every row. Re-authentication
+-- (issue 9): POST /auth/v1/reauthenticate, and api.deactivate_member takes its code.
 -- Released scripts are frozen: a change after 0.6.0 goes into a new script.
 
 -- The pipeline summary's sums (PRD journey 2; issue 8), kept as deals change.
@@ -460,6 +461,124 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION crm_private.contact_duplicates(text, text, text, text, uuid, uuid) IS 'Likely duplicates of a contact among the live contacts the caller sees: [{id, names, email, phone, organization_id, score, reason}], best first.';
+
+-- Re-authentication for sensitive operations (NFR-S8, issue 9): POST /auth/v1/reauthenticate
+-- emails a one-time code; api.deactivate_member takes it as nonce.
+ALTER TABLE core.email_outbox DROP CONSTRAINT email_outbox_kind_check,
+    ADD CONSTRAINT email_outbox_kind_check CHECK (kind IN ('signup', 'recovery', 'invite', 'magiclink', 'email_change', 'reauthentication'));
+CREATE OR REPLACE FUNCTION crm_private.auth_config() RETURNS jsonb
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+BEGIN
+    RETURN jsonb_build_object(
+        'site_url', 'http://localhost:3000',
+        'uri_allow_list', '[]'::jsonb,
+        'autoconfirm', false,
+        'disable_signup', false,
+        'password_min_length', 8,
+        'session_inactivity_timeout', crm_private.session_inactivity_seconds(),
+        'session_timebox', 0,
+        'refresh_token_reuse_interval', 10,
+        'otp_expiry', 86400,
+        'invite_expiry', 604800,
+        'login_failures_per_email', 10,
+        'login_failures_per_ip', 50,
+        'login_window', 300,
+        'signups_per_ip', 30,
+        'signups_per_email', 5,
+        'recovers_per_ip', 30,
+        'recovers_per_email', 5,
+        'verifies_per_ip', 60,
+        'verify_failures_per_email', 5,
+        'reauthentication_expiry', 300,
+        'send_window', 3600)
+        || coalesce((SELECT jsonb_object_agg(s.key, s.value) FROM crm_private.auth_settings s), '{}'::jsonb);
+END
+$$;
+COMMENT ON FUNCTION crm_private.auth_config() IS 'Every auth setting: the defaults, overlaid with the rows of crm_private.auth_settings.';
+
+CREATE FUNCTION crm_private.auth_reauthenticate(req jsonb) RETURNS jsonb
+    LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    cfg jsonb := crm_private.auth_config();
+    cur record := crm_private.auth_current_user(req);
+    v_code text := crm_private.random_digits(6);
+    v_wait integer;
+BEGIN
+    IF cur.refusal IS NOT NULL THEN
+        RETURN cur.refusal;
+    END IF;
+    v_wait := crm_private.auth_throttle('reauthenticate:user:' || (cur.u).id, (cfg ->> 'recovers_per_email')::integer,
+                                        (cfg ->> 'send_window')::integer, true);
+    IF v_wait > 0 THEN
+        RETURN crm_private.auth_error(429, 'over_email_send_rate_limit', 'Email rate limit exceeded', jsonb_build_object('retry_after', v_wait));
+    END IF;
+    UPDATE auth.users x
+       SET reauthentication_token = crm_private.auth_code_digest('reauthentication:' || x.id, v_code),
+           reauthentication_sent_at = now()
+     WHERE x.id = (cur.u).id;
+    INSERT INTO core.email_outbox (tenant_id, kind, recipient, subject, body)
+    VALUES ((SELECT m.tenant_id FROM crm_private.auth_membership((cur.u).id) m), 'reauthentication', (cur.u).email,
+            'Confirm it is you',
+            'Enter this code in Aura to confirm a sensitive change (valid for '
+            || greatest((cfg ->> 'reauthentication_expiry')::integer / 60, 1) || E' minutes, once).\n\nCode: ' || v_code
+            || E'\n\nIf you did not ask for it, someone else may be using your account: change your password.\n');
+    RETURN jsonb_build_object('body', '{}'::jsonb);
+END
+$$;
+COMMENT ON FUNCTION crm_private.auth_reauthenticate(jsonb) IS 'POST /auth/v1/reauthenticate: emails the signed-in user a one-time code, the nonce sensitive operations require.';
+
+-- Consumes the request user's reauthentication code, or refuses the operation (42501). Only
+-- its digest is stored; it is cleared on use. A wrong code raises, which rolls back the
+-- request, so guesses are bounded by the rate limit (AURA_RATE_LIMIT per user and minute:
+-- 500 in the 5 minutes a code lives, against 1,000,000 codes).
+CREATE FUNCTION crm_private.require_reauthentication(nonce text) RETURNS void
+    LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    v_user uuid := crm_private.user_id();
+BEGIN
+    IF coalesce(btrim(nonce), '') = '' THEN
+        RAISE EXCEPTION 'this operation needs a reauthentication nonce' USING ERRCODE = 'insufficient_privilege',
+            DETAIL = 'field: nonce', HINT = 'POST /auth/v1/reauthenticate emails you a code; pass it as nonce';
+    END IF;
+    UPDATE auth.users x SET reauthentication_token = '', reauthentication_sent_at = NULL
+     WHERE x.id = v_user
+       AND x.reauthentication_token = crm_private.auth_code_digest('reauthentication:' || x.id, btrim(nonce))
+       AND x.reauthentication_sent_at > now() - make_interval(secs => (crm_private.auth_config() ->> 'reauthentication_expiry')::integer);
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'the reauthentication nonce is wrong, used or expired' USING ERRCODE = 'insufficient_privilege',
+            DETAIL = 'field: nonce', HINT = 'POST /auth/v1/reauthenticate emails you a new code';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION crm_private.require_reauthentication(text) IS 'Sensitive operations call this first: it consumes the request user''s fresh reauthentication code (POST /auth/v1/reauthenticate) or raises 42501.';
+
+REVOKE ALL ON FUNCTION crm_private.auth_reauthenticate(jsonb), crm_private.require_reauthentication(text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION crm_private.auth_reauthenticate(jsonb) TO crm_auth;
+GRANT EXECUTE ON FUNCTION crm_private.require_reauthentication(text) TO authenticated;
+
+DROP FUNCTION api.deactivate_member(uuid);
+CREATE FUNCTION api.deactivate_member(user_id uuid, nonce text DEFAULT NULL) RETURNS jsonb
+    LANGUAGE plpgsql VOLATILE SECURITY INVOKER
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+BEGIN
+    -- Who may, before the code is spent: a member without the right keeps their code.
+    PERFORM crm_private.require_permission('users.manage');
+    PERFORM crm_private.require_reauthentication(deactivate_member.nonce);
+    RETURN crm_private.change_member(deactivate_member.user_id, NULL, 'deactivated');
+END
+$$;
+COMMENT ON FUNCTION api.deactivate_member(uuid, text) IS
+'Deactivate (remove) a member (PRD F3.4): their data stays, their sessions end and access ends on their next request; they cannot sign in. Sensitive (NFR-S8): nonce is the code POST /auth/v1/reauthenticate emails to the caller, fresh (5 minutes) and single use; without it, or with a wrong or used one, 42501 naming nonce. Admins only (42501). The last active admin cannot be deactivated (23514). P0002 if no such member. Returns the member.';
+
+REVOKE ALL ON FUNCTION api.deactivate_member(uuid, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION api.deactivate_member(uuid, text) TO authenticated;
 
 CREATE OR REPLACE FUNCTION api.pipeline_summary() RETURNS jsonb
     LANGUAGE plpgsql STABLE SECURITY INVOKER

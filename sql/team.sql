@@ -330,16 +330,19 @@ $$;
 COMMENT ON FUNCTION api.set_member_role(uuid, text) IS
 'Change a member''s role to admin, manager or rep (PRD F4.2); takes effect on their next request. Admins only (42501). The last active admin cannot be demoted (23514). P0002 if no such member. Returns the member.';
 
-CREATE FUNCTION api.deactivate_member(user_id uuid) RETURNS jsonb
+CREATE FUNCTION api.deactivate_member(user_id uuid, nonce text DEFAULT NULL) RETURNS jsonb
     LANGUAGE plpgsql VOLATILE SECURITY INVOKER
     SET search_path = pg_catalog, pg_temp
     AS $$
 BEGIN
+    -- Who may, before the code is spent: a member without the right keeps their code.
+    PERFORM crm_private.require_permission('users.manage');
+    PERFORM crm_private.require_reauthentication(deactivate_member.nonce);
     RETURN crm_private.change_member(deactivate_member.user_id, NULL, 'deactivated');
 END
 $$;
-COMMENT ON FUNCTION api.deactivate_member(uuid) IS
-'Deactivate a member (PRD F3.4): their data stays, their sessions end and access ends on their next request; they cannot sign in. Admins only (42501). The last active admin cannot be deactivated (23514). P0002 if no such member. Returns the member.';
+COMMENT ON FUNCTION api.deactivate_member(uuid, text) IS
+'Deactivate (remove) a member (PRD F3.4): their data stays, their sessions end and access ends on their next request; they cannot sign in. Sensitive (NFR-S8): nonce is the code POST /auth/v1/reauthenticate emails to the caller, fresh (5 minutes) and single use; without it, or with a wrong or used one, 42501 naming nonce. Admins only (42501). The last active admin cannot be deactivated (23514). P0002 if no such member. Returns the member.';
 
 CREATE FUNCTION api.reactivate_member(user_id uuid) RETURNS jsonb
     LANGUAGE plpgsql VOLATILE SECURITY INVOKER

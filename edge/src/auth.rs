@@ -238,6 +238,9 @@ fn endpoint(
         "user" if is(&Method::GET) || is(&Method::HEAD) => ("auth_user_get", Needs::User),
         "user" if is(&Method::PUT) => ("auth_user_update", Needs::User),
         "recover" if is(&Method::POST) => ("auth_recover", Needs::Nothing),
+        "reauthenticate" if is(&Method::POST) || is(&Method::GET) => {
+            ("auth_reauthenticate", Needs::User)
+        }
         "verify" if is(&Method::POST) || is(&Method::GET) => ("auth_verify", Needs::Nothing),
         "invite" if is(&Method::POST) => ("auth_invite", Needs::ServiceRole),
         "admin/users" if is(&Method::GET) => ("auth_admin_list_users", Needs::ServiceRole),
@@ -251,6 +254,7 @@ fn endpoint(
             }
         }
         "signup" | "token" | "logout" | "recover" | "invite" => return Err(wrong_method("POST")),
+        "reauthenticate" => return Err(wrong_method("GET, POST")),
         "user" => return Err(wrong_method("GET, PUT")),
         "verify" => return Err(wrong_method("GET, POST")),
         "admin/users" => return Err(wrong_method("GET, POST")),

@@ -99,7 +99,9 @@ extension_sql_file!(
 extension_sql_file!(
     "../../sql/deal_totals.sql",
     name = "deal_totals",
-    requires = ["crm"]
+    // After ratelimit too: the order of pg_extension_config_dump calls must be the one an
+    // upgrade from 0.5.0 makes.
+    requires = ["crm", "ratelimit"]
 );
 extension_sql_file!("../../sql/grants.sql", name = "grants", finalize);
 

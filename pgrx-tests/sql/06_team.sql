@@ -1,6 +1,20 @@
 -- Sessions at the gate, permissions as data, and team management (api.invite_user …):
 -- what each role may do, and that nothing reaches another tenant.
 
+-- A reauthentication code for a member (the request's user by default), asked for as the
+-- edge's /auth/v1/reauthenticate does and read from the email it queues.
+CREATE FUNCTION tests.nonce(email text DEFAULT NULL) RETURNS text LANGUAGE plpgsql SECURITY DEFINER AS $$
+DECLARE
+    v_email text := coalesce(email, (SELECT u.email FROM auth.users u WHERE u.id = crm_private.user_id()));
+BEGIN
+    PERFORM crm_private.auth_reauthenticate(jsonb_build_object('user', jsonb_build_object(
+        'id', tests.user_id(v_email), 'session_id', tests.session(v_email))));
+    RETURN (SELECT substring(o.body FROM 'Code: ([0-9]{6})') FROM core.email_outbox o
+             WHERE o.recipient = v_email AND o.kind = 'reauthentication' ORDER BY o.id DESC LIMIT 1);
+END
+$$;
+GRANT EXECUTE ON FUNCTION tests.nonce(text) TO PUBLIC;
+
 -- A session that ended (logout, ban, password reset: its row is gone) or went idle past the
 -- inactivity timeout (30 days) is refused by the gate, and only that session.
 BEGIN;
@@ -99,14 +113,14 @@ SELECT tests.try(format('SELECT api.reactivate_member(%L)', tests.user_id('rita@
 RESET ROLE;
 SELECT tests.login('ann@acme.test', 'acme');
 SELECT tests.try(format('SELECT api.set_member_role(%L, %L)', tests.user_id('ann@acme.test'), 'manager')) AS last_admin_demoted;
-SELECT tests.try(format('SELECT api.deactivate_member(%L)', tests.user_id('ann@acme.test'))) AS last_admin_deactivated;
+SELECT tests.try(format('SELECT api.deactivate_member(%L, tests.nonce())', tests.user_id('ann@acme.test'))) AS last_admin_deactivated;
 SELECT tests.try(format('SELECT api.set_member_role(%L, %L)', tests.user_id('gus@globex.test'), 'admin')) AS cross_tenant_role;
-SELECT tests.try(format('SELECT api.deactivate_member(%L)', tests.user_id('gus@globex.test'))) AS cross_tenant_deactivate;
+SELECT tests.try(format('SELECT api.deactivate_member(%L, tests.nonce())', tests.user_id('gus@globex.test'))) AS cross_tenant_deactivate;
 SELECT tests.try(format('SELECT api.reactivate_member(%L)', tests.user_id('gus@globex.test'))) AS cross_tenant_reactivate;
 SELECT tests.try(format('SELECT api.set_member_role(%L, %L)', tests.user_id('rita@acme.test'), 'boss')) AS unknown_role;
-SELECT api.deactivate_member(tests.user_id('rita@acme.test')) ->> 'status' AS rita;
+SELECT api.deactivate_member(tests.user_id('rita@acme.test'), tests.nonce()) ->> 'status' AS rita;
 SELECT api.reactivate_member(tests.user_id('rita@acme.test')) ->> 'status' AS rita_again;
-SELECT api.deactivate_member(tests.user_id('rita@acme.test')) ->> 'status' AS rita_once_more;
+SELECT api.deactivate_member(tests.user_id('rita@acme.test'), tests.nonce()) ->> 'status' AS rita_once_more;
 SELECT api.set_member_role(tests.user_id('mo@acme.test'), 'admin') ->> 'role' AS mo;
 SELECT api.set_member_role(tests.user_id('ann@acme.test'), 'manager') ->> 'role' AS ann_now_that_mo_is_admin;
 RESET ROLE;
@@ -149,4 +163,42 @@ SELECT (core.custom_access_token_hook(jsonb_build_object(
 SELECT crm_private.set_member_status(tests.tenant_id('acme'), tests.user_id('rita@acme.test'), 'deactivated');
 SELECT core.custom_access_token_hook(jsonb_build_object('user_id', tests.user_id('rita@acme.test'),
            'claims', '{"app_metadata": {"tenant_id": "forged", "tenant_role": "admin"}}'::jsonb)) AS deactivated;
+ROLLBACK;
+
+-- Removing a member is sensitive (NFR-S8): it takes the caller's own fresh reauthentication
+-- code, once. Refused without one, with a wrong, used, expired or someone else's code; the
+-- code is asked for at /auth/v1/reauthenticate (crm_auth) and emailed, never stored in clear.
+BEGIN;
+SELECT tests.seed();
+SELECT tests.login('ann@acme.test', 'acme');
+SELECT tests.try(format('SELECT api.deactivate_member(%L)', tests.user_id('rita@acme.test'))) AS without_nonce;
+SELECT tests.try(format('SELECT api.deactivate_member(%L, %L)', tests.user_id('rita@acme.test'), '')) AS empty_nonce;
+SELECT tests.nonce() ~ '^[0-9]{6}$' AS code_emailed;
+RESET ROLE;
+SELECT u.reauthentication_token ~ '^[0-9a-f]{64}$' AS digest_stored,
+       u.reauthentication_token = (SELECT substring(o.body FROM 'Code: ([0-9]{6})') FROM core.email_outbox o
+                                    WHERE o.kind = 'reauthentication' ORDER BY o.id DESC LIMIT 1) AS stored_in_clear
+  FROM auth.users u WHERE u.id = tests.user_id('ann@acme.test');
+SELECT tests.login('ann@acme.test', 'acme');
+SELECT tests.try(format('SELECT api.deactivate_member(%L, %L)', tests.user_id('rita@acme.test'), '12345x')) AS wrong_nonce;
+SELECT tests.nonce('mo@acme.test') AS mos_code \gset
+SELECT tests.try(format('SELECT api.deactivate_member(%L, %L)', tests.user_id('rita@acme.test'), :'mos_code')) AS someone_elses_nonce;
+SELECT tests.nonce() AS code \gset
+SELECT api.deactivate_member(tests.user_id('rita@acme.test'), :'code') ->> 'status' AS with_nonce;
+SELECT api.reactivate_member(tests.user_id('rita@acme.test')) ->> 'status' AS reactivated;
+SELECT tests.try(format('SELECT api.deactivate_member(%L, %L)', tests.user_id('rita@acme.test'), :'code')) AS used_nonce;
+SELECT tests.nonce() AS code \gset
+RESET ROLE;
+UPDATE auth.users SET reauthentication_sent_at = now() - interval '6 minutes' WHERE id = tests.user_id('ann@acme.test');
+SELECT tests.login('ann@acme.test', 'acme');
+SELECT tests.try(format('SELECT api.deactivate_member(%L, %L)', tests.user_id('rita@acme.test'), :'code')) AS expired_nonce;
+RESET ROLE;
+-- Only crm_auth (the edge's /auth/v1) asks for a code.
+SET LOCAL ROLE authenticated;
+SELECT tests.try($$SELECT crm_private.auth_reauthenticate('{}')$$) AS authenticated_asks;
+RESET ROLE;
+SET LOCAL ROLE crm_auth;
+SELECT crm_private.auth_reauthenticate('{"user": {"id": "00000000-0000-0000-0000-000000000000", "session_id": "00000000-0000-0000-0000-000000000000"}}') #>> '{error,code}' AS no_session;
+RESET ROLE;
+SELECT kind, recipient, subject FROM core.email_outbox WHERE kind = 'reauthentication' ORDER BY id;
 ROLLBACK;

@@ -50,7 +50,7 @@ INSERT INTO cases VALUES
     ('api.revoke_invitation(uuid)', $$SELECT api.revoke_invitation(gen_random_uuid())$$),
     ('api.list_members(integer,text)', $$SELECT api.list_members()$$),
     ('api.set_member_role(uuid,text)', $$SELECT api.set_member_role(tests.user_id('rita@acme.test'), 'rep')$$),
-    ('api.deactivate_member(uuid)', $$SELECT api.deactivate_member(tests.user_id('mo@acme.test'))$$),
+    ('api.deactivate_member(uuid,text)', $$SELECT api.deactivate_member(tests.user_id('mo@acme.test'), tests.nonce())$$),
     ('api.reactivate_member(uuid)', $$SELECT api.reactivate_member(tests.user_id('mo@acme.test'))$$),
     ('api.update_profile(text,text,text)', $$SELECT api.update_profile('Me')$$),
     ('api.create_organization(text,text,text,text,text,uuid,jsonb)', $$SELECT api.create_organization('Hooli', parent_id => tests.rec('org'))$$),

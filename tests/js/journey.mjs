@@ -5,7 +5,7 @@
 
 import assert from 'node:assert/strict'
 import {
-  UUID_RE, awaitMail, config, expectError, expectOk, expectSession, newClient, ok, rand, rows, run, sameEmail,
+  UUID_RE, awaitMail, config, describe, expectError, expectOk, expectSession, newClient, ok, rand, rows, run, sameEmail,
   sleep, step,
 } from './lib.mjs'
 
@@ -130,6 +130,11 @@ async function main() {
     assert.equal(got?.user?.user_metadata?.full_name, 'Olga O.', '6 getUser: user_metadata.full_name')
     assert.equal(got.user.email, ownerEmail, '6 getUser: email')
     ok('6 getUser returns the updated metadata')
+
+    step('6 reauthenticate')
+    const { error } = await owner.auth.reauthenticate()
+    assert.equal(error, null, `6 reauthenticate: ${describe(error)}`)
+    ok('6 reauthenticate (GET /auth/v1/reauthenticate) emails a code')
   }
 
   // 7. global sign-out revokes the access token ---------------------------

@@ -753,6 +753,47 @@ pub async fn await_mail(cluster: &Cluster, to: &str, kind: &str) -> (String, Str
     panic!("no {kind} email to {to} in {}", dir.display());
 }
 
+/// A reauthentication nonce for a signed-in user: asks `POST /auth/v1/reauthenticate` with
+/// their access token, then reads the code from the newest such email to `to` (up to 10 s).
+pub async fn reauthenticate(edge: &Edge, cluster: &Cluster, to: &str, token: &str) -> String {
+    let (status, _, body) = auth_call(
+        edge,
+        reqwest::Method::POST,
+        "/reauthenticate",
+        None,
+        Some(token),
+    )
+    .await;
+    assert_eq!(status, 200, "reauthenticate: {body}");
+    let dir = cluster.mail_dir();
+    for _ in 0..100 {
+        let mut newest: Option<(String, String)> = None;
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let name = entry.file_name().to_string_lossy().to_string();
+            let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+            if !name.ends_with(".eml")
+                || !text.contains(&format!("To: {to}\r\n"))
+                || !text.contains("Subject: Confirm it is you\r\n")
+            {
+                continue;
+            }
+            let code: String = text
+                .split("Code: ")
+                .nth(1)
+                .map(|r| r.chars().take_while(char::is_ascii_digit).collect())
+                .unwrap_or_default();
+            if newest.as_ref().is_none_or(|(n, _)| name > *n) {
+                newest = Some((name, code));
+            }
+        }
+        if let Some((_, code)) = newest {
+            return code;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("no reauthentication email to {to} in {}", dir.display());
+}
+
 /// GoTrue's error body: a `code` string and a `message`, and the API version header.
 pub fn assert_gotrue_error(
     status: u16,

@@ -257,13 +257,31 @@ async fn deactivated_banned_and_suspended_are_refused_at_login_and_next_call() {
     let (mgr_email, mgr) = &members[1];
     assert_eq!(whoami_status(&edge, &token_of(rep)).await, 200);
 
-    // Deactivated by the admin: the next call fails, and so does signing in.
+    // Deactivated by the admin: the next call fails, and so does signing in. Removing a
+    // member is sensitive (NFR-S8): refused without a reauthentication code and with a
+    // wrong one; the code emailed by POST /reauthenticate works once.
     let rep_id = rep["user"]["id"].as_str().unwrap();
+    for body in [
+        json!({"user_id": rep_id}),
+        json!({"user_id": rep_id, "nonce": "000000"}),
+    ] {
+        let (status, _, refused) = rpc(
+            &edge,
+            Some(&owner_token),
+            "deactivate_member",
+            &body.to_string(),
+        )
+        .await;
+        assert_eq!(status, 403, "{refused}");
+        assert_error_body(&refused, "42501");
+    }
+    assert_eq!(whoami_status(&edge, &token_of(rep)).await, 200);
+    let nonce = reauthenticate(&edge, &_cluster, "owner@refuse.test", &owner_token).await;
     let (status, _, _) = rpc(
         &edge,
         Some(&owner_token),
         "deactivate_member",
-        &json!({"user_id": rep_id}).to_string(),
+        &json!({"user_id": rep_id, "nonce": nonce}).to_string(),
     )
     .await;
     assert_eq!(status, 200);
@@ -283,6 +301,14 @@ async fn deactivated_banned_and_suspended_are_refused_at_login_and_next_call() {
     .await;
     assert_eq!(status, 200);
     assert_eq!(sign_in(&edge, rep_email, PASSWORD).await.0, 200);
+    let (status, _, refused) = rpc(
+        &edge,
+        Some(&owner_token),
+        "deactivate_member",
+        &json!({"user_id": rep_id, "nonce": nonce}).to_string(),
+    )
+    .await;
+    assert_eq!(status, 403, "a used code: {refused}");
 
     // Banned by an operator: refused at once and at login.
     let mgr_id = mgr["user"]["id"].as_str().unwrap();

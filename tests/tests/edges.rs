@@ -60,13 +60,15 @@ async fn sessions_deactivation_and_rate_limits_hold_across_two_edges() {
     assert_eq!(status, 403, "{body}");
     assert_error_body(&body, "42501");
 
-    // A member deactivated through edge A is refused by edge B at once.
+    // A member deactivated through edge A is refused by edge B at once. The admin confirms
+    // it with a reauthentication code asked for through edge B.
     assert_eq!(whoami(&b, &rep_a.token()).await.0, 200);
+    let nonce = reauthenticate(&b, &cluster, &admin_a.email, &admin_a.token()).await;
     let (status, _, body) = rpc(
         &a,
         Some(&admin_a.token()),
         "deactivate_member",
-        &json!({ "user_id": rep_a.user_id }).to_string(),
+        &json!({ "user_id": rep_a.user_id, "nonce": nonce }).to_string(),
     )
     .await;
     assert_eq!(status, 200, "{body}");
