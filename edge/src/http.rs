@@ -415,6 +415,7 @@ async fn rpc_call(
                 allow: ALLOW_RPC_VOLATILE,
             });
         }
+        rpc::check_args(&f, &args)?;
         let call = rpc::build_call(&f, &args.keys().cloned().collect());
         let value = state.db.run_call(read_only, &who, &call, &args).await?;
         Ok(Json(value).into_response())

@@ -13,7 +13,7 @@ use std::collections::BTreeSet;
 use serde_json::{Map, Value};
 
 use crate::catalog::{Function, Volatility};
-use crate::error::{cut, Error};
+use crate::error::{cut, DbError, Error};
 
 /// A statement ready to run: `sql` takes the arguments object as `$1` when `takes_args`.
 #[derive(Debug, Clone, PartialEq)]
@@ -100,6 +100,111 @@ pub fn build_call(f: &Function, keys: &BTreeSet<String>) -> Call {
     }
 }
 
+/// Checks the arguments of the simple types whose values the edge can judge exactly as
+/// PostgreSQL would (uuid, integers, boolean) before anything is sent: a value PostgreSQL
+/// cannot convert makes its input function raise an error that quotes the value, and
+/// PostgreSQL logs that error, so an email pasted into an id would land in the server log
+/// (NFR-S9). The answer is the 400 PostgreSQL's error would get, naming the field, without
+/// the value. Other types (text, jsonb, numeric, dates) are left to PostgreSQL.
+pub fn check_args(f: &Function, args: &Map<String, Value>) -> Result<(), Error> {
+    for a in &f.args {
+        let Some(value) = args.get(&a.name) else {
+            continue;
+        };
+        if value.is_null() {
+            continue;
+        }
+        let (min, max) = match a.type_sql.as_str() {
+            "smallint" => (i64::from(i16::MIN), i64::from(i16::MAX)),
+            "integer" => (i64::from(i32::MIN), i64::from(i32::MAX)),
+            _ => (i64::MIN, i64::MAX),
+        };
+        // (SQLSTATE, what is wrong) as PostgreSQL would raise it.
+        let refusal = match a.type_sql.as_str() {
+            "uuid" if !value.as_str().is_some_and(is_uuid_input) => {
+                Some(("22P02", "not a valid uuid"))
+            }
+            "smallint" | "integer" | "bigint" => match integer_input(value) {
+                IntegerInput::Valid(n) if n < min || n > max => Some(("22003", "out of range")),
+                IntegerInput::Valid(_) => None,
+                IntegerInput::OutOfRange => Some(("22003", "out of range")),
+                IntegerInput::Invalid => Some(("22P02", "not a valid integer")),
+            },
+            "boolean" if !(value.is_boolean() || value.as_str().is_some_and(is_boolean_input)) => {
+                Some(("22P02", "not a valid boolean"))
+            }
+            _ => None,
+        };
+        if let Some((code, what)) = refusal {
+            return Err(Error::Db(DbError {
+                code: code.to_owned(),
+                message: format!("invalid {}: {what} ({})", a.name, a.type_sql),
+                detail: Some(format!("field: {}", a.name)),
+                hint: None,
+                in_function: false,
+            }));
+        }
+    }
+    Ok(())
+}
+
+/// What PostgreSQL's uuid input accepts: 32 hex digits, optionally in braces, with hyphens
+/// after groups of four.
+fn is_uuid_input(s: &str) -> bool {
+    let s = s
+        .strip_prefix('{')
+        .and_then(|r| r.strip_suffix('}'))
+        .unwrap_or(s);
+    let mut digits = 0;
+    for (i, c) in s.chars().enumerate() {
+        match c {
+            '-' if i > 0 && digits % 4 == 0 && digits < 32 => {}
+            c if c.is_ascii_hexdigit() => digits += 1,
+            _ => return false,
+        }
+    }
+    digits == 32 && !s.ends_with('-')
+}
+
+enum IntegerInput {
+    Valid(i64),
+    OutOfRange,
+    Invalid,
+}
+
+/// A JSON integer, or a string PostgreSQL's integer input reads (spaces around, a sign).
+fn integer_input(value: &Value) -> IntegerInput {
+    let digits = |s: &str| {
+        let t = s.strip_prefix(['+', '-']).unwrap_or(s);
+        !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit())
+    };
+    match value {
+        Value::Number(n) => match n.as_i64() {
+            Some(i) => IntegerInput::Valid(i),
+            None if n.is_u64() || digits(&n.to_string()) => IntegerInput::OutOfRange,
+            None => IntegerInput::Invalid,
+        },
+        Value::String(s) => match s.trim().parse::<i64>() {
+            Ok(i) => IntegerInput::Valid(i),
+            Err(_) if digits(s.trim()) => IntegerInput::OutOfRange,
+            Err(_) => IntegerInput::Invalid,
+        },
+        _ => IntegerInput::Invalid,
+    }
+}
+
+/// PostgreSQL's boolean spellings: any prefix of true, false, yes, no (at least the letter
+/// that tells them apart), on, off, 1 and 0, in any case, spaces around.
+fn is_boolean_input(s: &str) -> bool {
+    let s = s.trim().to_ascii_lowercase();
+    !s.is_empty()
+        && (["true", "false", "yes", "no"]
+            .iter()
+            .any(|w| w.starts_with(&s))
+            || ["on", "off", "1", "0"].contains(&s.as_str()))
+        && s != "o"
+}
+
 /// A POST body: empty means `{}`, anything else must be a JSON object.
 pub fn args_from_body(body: &[u8]) -> Result<Map<String, Value>, Error> {
     if body.iter().all(u8::is_ascii_whitespace) {
@@ -148,6 +253,7 @@ pub fn args_from_query(
 mod tests {
     use super::*;
     use crate::catalog::tests::function;
+    use serde_json::json;
 
     fn keys(k: &[&str]) -> BTreeSet<String> {
         k.iter().map(|s| (*s).to_owned()).collect()
@@ -171,6 +277,54 @@ mod tests {
             &"x".repeat(64),
         ] {
             assert!(!valid_function_name(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn simple_arguments_are_checked_before_postgresql_sees_them() {
+        let f = function(
+            "f",
+            &[
+                ("id", "uuid"),
+                ("n", "integer"),
+                ("small", "smallint"),
+                ("yes", "boolean"),
+                ("q", "text"),
+            ],
+            1,
+            Volatility::Stable,
+        );
+        let args = |v: Value| v.as_object().unwrap().clone();
+        for good in [
+            json!({"id": "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11", "n": 5, "small": "-7", "yes": true, "q": "x@y.test"}),
+            json!({"id": "{A0EEBC99-9C0B4EF8-BB6D6BB9-BD380A11}", "n": " 42 ", "yes": "Y"}),
+            json!({"id": "a0eebc999c0b4ef8bb6d6bb9bd380a11", "yes": "off", "n": null}),
+        ] {
+            assert!(check_args(&f, &args(good.clone())).is_ok(), "{good}");
+        }
+        for (bad, field) in [
+            (json!({"id": "ann@example.test"}), "id"),
+            (json!({"id": "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a1"}), "id"),
+            (json!({"id": 5}), "id"),
+            (json!({"n": "4.5"}), "n"),
+            (json!({"n": 3_000_000_000_i64}), "n"),
+            (json!({"small": 40000}), "small"),
+            (json!({"n": "99999999999999999999"}), "n"),
+            (json!({"yes": "maybe"}), "yes"),
+            (json!({"yes": "o"}), "yes"),
+        ] {
+            match check_args(&f, &args(bad.clone())) {
+                Err(Error::Db(db)) => {
+                    let range = db.message.contains("out of range");
+                    assert_eq!(db.code, if range { "22003" } else { "22P02" }, "{bad}");
+                    assert_eq!(
+                        db.detail.as_deref(),
+                        Some(format!("field: {field}").as_str())
+                    );
+                    assert!(!db.message.contains("example.test"), "{}", db.message);
+                }
+                other => panic!("{bad}: {other:?}"),
+            }
         }
     }
 

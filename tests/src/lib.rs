@@ -221,6 +221,11 @@ impl Cluster {
     }
 
     /// Stop PostgreSQL (fast shutdown: connections are terminated).
+    /// What PostgreSQL has logged so far (`server.log` in the data directory).
+    pub fn server_log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("data").join("server.log")).unwrap_or_default()
+    }
+
     /// Where edges started for this cluster write outgoing email (`.eml` files).
     pub fn mail_dir(&self) -> PathBuf {
         self.dir.join("mail")

@@ -210,7 +210,13 @@ async fn tokens_and_requests_are_checked() {
     let huge = "a".repeat(500_000);
     for (f, body, code) in [
         ("whoami", json!({ huge.clone(): 1 }), "PGRST202"),
-        ("test_double", json!({ "n": huge.clone() }), "22P02"),
+        // (A date: PostgreSQL converts it and its message quotes the value, cut here. The
+        // edge refuses a bad integer itself, without quoting it.)
+        (
+            "test_double",
+            json!({ "n": 1, "at": huge.clone() }),
+            "22007",
+        ),
     ] {
         let response = edge
             .client
@@ -222,7 +228,7 @@ async fn tokens_and_requests_are_checked() {
             .expect("send");
         assert_eq!(
             response.status().as_u16(),
-            if code == "22P02" { 400 } else { 404 }
+            if code == "PGRST202" { 404 } else { 400 }
         );
         let text = response.text().await.expect("body");
         assert!(text.len() < 2_000, "{f}: a {} byte error", text.len());
