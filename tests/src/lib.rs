@@ -220,7 +220,6 @@ impl Cluster {
         self.dir.join("data").to_str().expect("utf-8").to_string()
     }
 
-    /// Stop PostgreSQL (fast shutdown: connections are terminated).
     /// What PostgreSQL has logged so far (`server.log` in the data directory).
     pub fn server_log(&self) -> String {
         std::fs::read_to_string(self.dir.join("data").join("server.log")).unwrap_or_default()
@@ -231,6 +230,7 @@ impl Cluster {
         self.dir.join("mail")
     }
 
+    /// Stop PostgreSQL (fast shutdown: connections are terminated).
     pub fn stop(&self) {
         pgcluster(&["stop", &self.pg_config, &self.data()]);
     }
@@ -716,46 +716,52 @@ pub async fn sign_in(edge: &Edge, email: &str, password: &str) -> (u16, Value) {
     .await
 }
 
-/// The newest email to `to` of `kind` (signup, recovery, invite, ...) written under the
-/// cluster's mail directory, waiting up to 10 s: (link token, code).
-pub async fn await_mail(cluster: &Cluster, to: &str, kind: &str) -> (String, String) {
+/// The text of the newest email to `to` that contains `marker`, written under the cluster's
+/// mail directory, waiting up to 10 s.
+async fn newest_mail(cluster: &Cluster, to: &str, marker: &str) -> String {
     let dir = cluster.mail_dir();
     for _ in 0..100 {
-        let mut found: Option<(String, String, String)> = None;
-        if let Ok(entries) = std::fs::read_dir(&dir) {
-            for entry in entries.flatten() {
-                let name = entry.file_name().to_string_lossy().to_string();
-                if !name.ends_with(".eml") {
-                    continue;
-                }
-                let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
-                if !text.contains(&format!("To: {to}\r\n"))
-                    || !text.contains(&format!("&type={kind}&"))
-                {
-                    continue;
-                }
-                let token = text
-                    .split("verify?token=")
-                    .nth(1)
-                    .and_then(|r| r.split('&').next())
-                    .unwrap_or_default()
-                    .to_owned();
-                let code = text
-                    .split("Code: ")
-                    .nth(1)
-                    .map(|r| r.chars().take_while(char::is_ascii_digit).collect())
-                    .unwrap_or_default();
-                if found.as_ref().is_none_or(|(n, _, _)| name > *n) {
-                    found = Some((name, token, code));
-                }
+        let mut newest: Option<(String, String)> = None;
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let name = entry.file_name().to_string_lossy().to_string();
+            if !name.ends_with(".eml") {
+                continue;
+            }
+            let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+            if text.contains(&format!("To: {to}\r\n"))
+                && text.contains(marker)
+                && newest.as_ref().is_none_or(|(n, _)| name > *n)
+            {
+                newest = Some((name, text));
             }
         }
-        if let Some((_, token, code)) = found {
-            return (token, code);
+        if let Some((_, text)) = newest {
+            return text;
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
-    panic!("no {kind} email to {to} in {}", dir.display());
+    panic!("no email to {to} with {marker:?} in {}", dir.display());
+}
+
+/// The one-time code of an email ("Code: 123456").
+fn code_in(mail: &str) -> String {
+    mail.split("Code: ")
+        .nth(1)
+        .map(|r| r.chars().take_while(char::is_ascii_digit).collect())
+        .unwrap_or_default()
+}
+
+/// The newest email to `to` of `kind` (signup, recovery, invite, ...) written under the
+/// cluster's mail directory, waiting up to 10 s: (link token, code).
+pub async fn await_mail(cluster: &Cluster, to: &str, kind: &str) -> (String, String) {
+    let mail = newest_mail(cluster, to, &format!("&type={kind}&")).await;
+    let token = mail
+        .split("verify?token=")
+        .nth(1)
+        .and_then(|r| r.split('&').next())
+        .unwrap_or_default()
+        .to_owned();
+    (token, code_in(&mail))
 }
 
 /// A reauthentication nonce for a signed-in user: asks `POST /auth/v1/reauthenticate` with
@@ -770,33 +776,15 @@ pub async fn reauthenticate(edge: &Edge, cluster: &Cluster, to: &str, token: &st
     )
     .await;
     assert_eq!(status, 200, "reauthenticate: {body}");
-    let dir = cluster.mail_dir();
-    for _ in 0..100 {
-        let mut newest: Option<(String, String)> = None;
-        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
-            let name = entry.file_name().to_string_lossy().to_string();
-            let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
-            if !name.ends_with(".eml")
-                || !text.contains(&format!("To: {to}\r\n"))
-                || !text.contains("Subject: Confirm it is you\r\n")
-            {
-                continue;
-            }
-            let code: String = text
-                .split("Code: ")
-                .nth(1)
-                .map(|r| r.chars().take_while(char::is_ascii_digit).collect())
-                .unwrap_or_default();
-            if newest.as_ref().is_none_or(|(n, _)| name > *n) {
-                newest = Some((name, code));
-            }
-        }
-        if let Some((_, code)) = newest {
-            return code;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    panic!("no reauthentication email to {to} in {}", dir.display());
+    code_in(&newest_mail(cluster, to, "Subject: Confirm it is you\r\n").await)
+}
+
+/// The access token of a session reply (sign-up, sign-in, refresh).
+pub fn token_of(session: &Value) -> String {
+    session["access_token"]
+        .as_str()
+        .expect("access_token")
+        .to_owned()
 }
 
 /// GoTrue's error body: a `code` string and a `message`, and the API version header.

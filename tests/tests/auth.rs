@@ -17,13 +17,6 @@ async fn start(pool: usize) -> (Cluster, tokio_postgres::Client, Edge) {
     (cluster, admin, edge)
 }
 
-fn token_of(session: &Value) -> String {
-    session["access_token"]
-        .as_str()
-        .expect("access_token")
-        .to_owned()
-}
-
 fn refresh_of(session: &Value) -> String {
     session["refresh_token"]
         .as_str()

@@ -9,7 +9,7 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 
 use aura_tests::*;
-use serde_json::{json, Value};
+use serde_json::json;
 
 const PASSWORD: &str = "Zq81-secret-horse";
 
@@ -32,26 +32,6 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
     fn make_writer(&'a self) -> Captured {
         self.clone()
     }
-}
-
-fn token_of(session: &Value) -> String {
-    session["access_token"]
-        .as_str()
-        .expect("access_token")
-        .to_owned()
-}
-
-async fn get_rpc(edge: &Edge, token: &str, function: &str, query: &[(&str, &str)]) -> u16 {
-    edge.client
-        .get(format!("{}/rest/v1/rpc/{function}", edge.url))
-        .query(query)
-        .bearer_auth(token)
-        .header("apikey", "anon")
-        .send()
-        .await
-        .expect("request")
-        .status()
-        .as_u16()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -106,15 +86,11 @@ async fn logs_carry_no_personal_data() {
             .0,
         400
     );
-    assert_eq!(
-        get_rpc(&edge, &token, "get_contact", &[("id", contact_email)]).await,
-        400
-    );
+    let path = format!("/rest/v1/rpc/get_contact?id={contact_email}");
+    assert_eq!(get(&edge, Some(&token), &path).await.0, 400);
     for q in [contact_email, "867-5309", first] {
-        assert_eq!(
-            get_rpc(&edge, &token, "search_contacts", &[("q", q)]).await,
-            200
-        );
+        let path = format!("/rest/v1/rpc/search_contacts?q={q}");
+        assert_eq!(get(&edge, Some(&token), &path).await.0, 200);
     }
     let (status, _, invited) = rpc(
         &edge,
