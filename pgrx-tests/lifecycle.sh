@@ -75,7 +75,17 @@ rows_of() {
         -c "SELECT h::text FROM crm.deal_stage_changes h ORDER BY tenant_id, id" \
         -c "SELECT a::text FROM crm.assignment_changes a ORDER BY tenant_id, id" \
         -c "SELECT a::text FROM crm.activities a ORDER BY tenant_id, id" \
-        -c "SELECT tenant_id, assigned_to, stage, currency, open, deals, amount, weighted FROM crm.deal_totals WHERE deals <> 0 ORDER BY 1, 2, 3, 4, 5"
+        -c "SELECT tenant_id, assigned_to, stage, currency, open, deals, amount, weighted FROM crm.deal_totals WHERE deals <> 0 ORDER BY 1, 2, 3, 4, 5" \
+        -c "SELECT e::text FROM core.audit_log e ORDER BY tenant_id, id" \
+        -c "SELECT s::text FROM core.audit_sealed s ORDER BY tenant_id, entry_id" \
+        -c "SELECT s::text FROM core.audit_seals s ORDER BY tenant_id, seq" \
+        -c "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = 'core.audit_log'::regclass ORDER BY 1"
+}
+# Every tenant's audit chain verifies (after sealing what was not sealed yet, when asked).
+audit_verified() {
+    psql -d "$1" -At -c "${2:+SELECT crm_private.run_jobs();}" \
+        -c "SELECT count(*) FILTER (WHERE NOT (crm_private.verify_audit_chain(id) ->> 'valid')::boolean) || ' broken of ' || count(*) FROM core.tenants" \
+        | tail -n 1
 }
 # What a member of Globex sees through the API: the deals list and a contact search.
 api_view() {
@@ -232,6 +242,9 @@ SELECT c.tenant_id, 'TPS reports', 1000, 'EUR', 'qualified', c.id, c.assigned_to
 UPDATE crm.deals SET stage = 'lost', probability = NULL, lost_reason = 'budget' WHERE name = 'TPS reports';
 INSERT INTO crm.activities (tenant_id, type, description, actor_id, contact_id, deal_id)
 SELECT d.tenant_id, 'call', 'Called about the reports', d.assigned_to, d.contact_id, d.id FROM crm.deals d WHERE d.name = 'TPS reports';
+-- The audit log's monthly partitions and seals, then an entry not sealed yet.
+SELECT crm_private.run_jobs();
+UPDATE core.tenants SET industry = 'Paper' WHERE slug = 'globex';
 SQL
     "$bin/pg_dump" -h 127.0.0.1 -p "$port" -U postgres "$upgraded" >"$work/dump.sql"
     psql -d postgres -c "CREATE DATABASE restored"
@@ -242,6 +255,9 @@ SQL
     elif ! diff -u <(rows_of "$upgraded") <(rows_of restored) >"$work/rows.diff"; then
         echo "lifecycle.sh: the restored database does not hold the rows that were dumped:" >&2
         cat "$work/rows.diff" >&2
+        status=1
+    elif [ "$(audit_verified restored)" != "0 broken of 2" ] || [ "$(audit_verified restored seal)" != "0 broken of 2" ]; then
+        echo "lifecycle.sh: the restored audit chains: $(audit_verified restored) (want 0 broken of 2)" >&2
         status=1
     elif [ "$(api_view restored)" != "$(printf 'gate passed\nTPS reports|lost|budget\npeter@initech.test\n1')" ]; then
         echo "lifecycle.sh: the API on the restored database answers:" >&2

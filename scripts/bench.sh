@@ -51,7 +51,7 @@ if [ -n "$TINY" ]; then
     "$ROOT/scripts/pgcluster" init "$pgc" "$cluster" >/dev/null
     echo "shared_preload_libraries = 'pg_crm'" >>"$cluster/postgresql.conf"
     port=$("$ROOT/scripts/pgcluster" free-port)
-    "$ROOT/scripts/pgcluster" start "$pgc" "$cluster" "$port" "$tmp/postgres.log"
+    AURA_PG_WORKER_DATABASES=aura,aura_few "$ROOT/scripts/pgcluster" start "$pgc" "$cluster" "$port" "$tmp/postgres.log"
     sock=$cluster/run
     jwt_secret=tiny-bench-secret-of-at-least-32-bytes
     edge_db_url="postgresql://authenticator@127.0.0.1:$port/aura?sslmode=disable"

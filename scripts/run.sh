@@ -93,7 +93,7 @@ else
             say "restarting the local cluster to load this build of pg_crm"
             "$ROOT/scripts/pgcluster" stop "$pgc" "$DATA/pg"
         fi
-        "$ROOT/scripts/pgcluster" start "$pgc" "$DATA/pg" "$PG_PORT" "$DATA/postgres.log"
+        AURA_PG_WORKER_DATABASES=${AURA_PG_WORKER_DATABASES-$DB} "$ROOT/scripts/pgcluster" start "$pgc" "$DATA/pg" "$PG_PORT" "$DATA/postgres.log"
         started_cluster=1
     fi
     psql_local=("$(dirname "$pgc")/psql" -X -q -v ON_ERROR_STOP=1 -h "$DATA/pg/run" -p "$PG_PORT" -U postgres)

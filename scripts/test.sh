@@ -43,6 +43,9 @@ say "install guard, upgrades from released versions, dump and restore"
 pgrx-tests/lifecycle.sh "$PGC"
 
 say "edge unit tests and integration tests (tests/)"
+# Every test cluster's server log is kept here for the personal-data check after the suite.
+export AURA_TEST_LOGS=$(mktemp -d "${TMPDIR:-/tmp}/aura-test-logs.XXXXXX")
+trap 'rm -rf "$pgdata" "$AURA_TEST_LOGS"' EXIT
 AURA_TEST_PG_CONFIG=$PGC cargo test -p edge -p aura-tests
 
 say "the HTTP integration suite again, the edge connected through PgBouncer (transaction mode)"
@@ -51,6 +54,9 @@ say "the HTTP integration suite again, the edge connected through PgBouncer (tra
 AURA_TEST_VIA_PGBOUNCER=1 AURA_TEST_PG_CONFIG=$PGC cargo test -p aura-tests \
     --test isolation --test http_errors --test auth --test revocation --test supabase_js \
     --test pooling --test fairness --test pipelining --test edges
+
+say "no personal data in the server logs of the whole run (NFR-S9)"
+scripts/no-pii-in-logs.sh "$AURA_TEST_LOGS"
 
 say "make bench in its tiny mode (every scenario runs; no figure is judged)"
 AURA_TEST_PG_CONFIG=$PGC scripts/bench.sh --tiny

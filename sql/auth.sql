@@ -67,6 +67,7 @@ BEGIN
         'verifies_per_ip', 60,
         'verify_failures_per_email', 5,
         'reauthentication_expiry', 300,
+        'security_burst_per_minute', 20,
         'send_window', 3600)
         || coalesce((SELECT jsonb_object_agg(s.key, s.value) FROM crm_private.auth_settings s), '{}'::jsonb);
 END
@@ -363,6 +364,8 @@ BEGIN
     UPDATE auth.users x SET last_sign_in_at = now(), updated_at = now()
      WHERE x.id = auth_issue_session.user_id RETURNING * INTO u;
     UPDATE auth.identities i SET last_sign_in_at = now() WHERE i.user_id = auth_issue_session.user_id;
+    PERFORM crm_private.audit_auth(auth_issue_session.user_id, 'auth.signed_in', req,
+        jsonb_build_object('after', jsonb_build_object('session_id', v_session, 'method', method)));
     RETURN crm_private.auth_session_reply(u, v_session, v_token, method);
 END
 $$;
@@ -385,7 +388,13 @@ BEGIN
     END IF;
     SELECT * INTO v_member FROM crm_private.auth_membership(u.id);
     IF v_member.tenant_id IS NOT NULL THEN
-        IF v_member.tenant_status <> 'active' THEN
+        -- As the gate decides (pg_crm's domain::lifecycle): during a pending deletion only
+        -- the workspace's active admins sign in (to cancel it).
+        IF v_member.tenant_status = 'pending_deletion' AND (v_member.role <> 'admin' OR v_member.member_status <> 'active') THEN
+            RETURN crm_private.auth_error(400, 'user_banned', 'This workspace is scheduled for deletion');
+        ELSIF v_member.tenant_status = 'deleted' THEN
+            RETURN crm_private.auth_error(400, 'user_banned', 'This workspace has been deleted');
+        ELSIF v_member.tenant_status NOT IN ('active', 'pending_deletion') THEN
             RETURN crm_private.auth_error(400, 'user_banned', 'This workspace is suspended');
         END IF;
         IF v_member.member_status <> 'active' THEN
@@ -674,6 +683,9 @@ BEGIN
     IF NOT v_ok THEN
         PERFORM crm_private.auth_throttle('login:email:' || crm_private.auth_digest(v_email), (cfg ->> 'login_failures_per_email')::integer, v_window, true);
         PERFORM crm_private.auth_throttle('login:ip:' || crm_private.auth_ip_bucket(req), (cfg ->> 'login_failures_per_ip')::integer, v_window, true);
+        IF u.id IS NOT NULL THEN
+            PERFORM crm_private.audit_auth(u.id, 'auth.sign_in_failed', req, '{}', false);
+        END IF;
         RETURN crm_private.auth_error(400, 'invalid_credentials', 'Invalid login credentials');
     END IF;
     IF u.email_confirmed_at IS NULL THEN
@@ -778,6 +790,8 @@ BEGIN
     ELSE
         PERFORM crm_private.auth_end_sessions(v_user);
     END IF;
+    PERFORM crm_private.audit_auth(v_user, 'auth.signed_out', req,
+        jsonb_build_object('after', jsonb_build_object('session_id', v_session, 'scope', v_scope)));
     RETURN jsonb_build_object('status', 204);
 END
 $$;
@@ -859,6 +873,7 @@ BEGIN
         DELETE FROM auth.one_time_tokens t WHERE t.user_id = u.id AND t.token_type = 'recovery_token';
         -- A new password ends every other session (a reset locks out whoever knew the old one).
         PERFORM crm_private.auth_end_sessions(u.id, (req #>> '{user,session_id}')::uuid);
+        PERFORM crm_private.audit_auth(u.id, 'auth.password_changed', req);
     END IF;
     IF v_email IS NOT NULL THEN
         v_otp := crm_private.auth_new_otp(v_email);
@@ -913,6 +928,7 @@ BEGIN
     SELECT * INTO u FROM auth.users x WHERE x.email = v_email AND NOT x.is_sso_user AND x.deleted_at IS NULL;
     IF FOUND THEN
         PERFORM crm_private.auth_send_link(u, 'recovery', crm_private.auth_text(req -> 'query', 'redirect_to'));
+        PERFORM crm_private.audit_auth(u.id, 'auth.password_reset_requested', req, '{}', false);
     END IF;
     RETURN jsonb_build_object('body', '{}'::jsonb);
 END

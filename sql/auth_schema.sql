@@ -13,7 +13,8 @@ CREATE TABLE crm_private.auth_settings (
         'session_inactivity_timeout', 'session_timebox', 'refresh_token_reuse_interval',
         'otp_expiry', 'invite_expiry', 'login_failures_per_email', 'login_failures_per_ip',
         'login_window', 'signups_per_ip', 'signups_per_email', 'recovers_per_ip',
-        'recovers_per_email', 'verifies_per_ip', 'verify_failures_per_email', 'send_window')),
+        'recovers_per_email', 'verifies_per_ip', 'verify_failures_per_email', 'send_window',
+        'reauthentication_expiry', 'security_burst_per_minute')),
     value jsonb NOT NULL,
     updated_at timestamptz NOT NULL DEFAULT now(),
     CONSTRAINT auth_settings_pkey PRIMARY KEY (key)

@@ -130,7 +130,7 @@ BEGIN
     IF id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM crm.organizations o
                                        WHERE o.tenant_id = crm_private.tenant_id() AND o.id = require_organization.id
                                          AND o.deleted_at IS NULL) THEN
-        PERFORM crm_private.not_found('organization', field);
+        PERFORM crm_private.not_found('organization', field, require_organization.id);
     END IF;
 END
 $$;
@@ -142,7 +142,7 @@ BEGIN
     IF id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM crm.contacts c
                                        WHERE c.tenant_id = crm_private.tenant_id() AND c.id = require_contact.id
                                          AND c.deleted_at IS NULL) THEN
-        PERFORM crm_private.not_found('contact', field);
+        PERFORM crm_private.not_found('contact', field, require_contact.id);
     END IF;
 END
 $$;
@@ -154,7 +154,7 @@ BEGIN
     IF id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM crm.deals d
                                        WHERE d.tenant_id = crm_private.tenant_id() AND d.id = require_deal.id
                                          AND d.deleted_at IS NULL) THEN
-        PERFORM crm_private.not_found('deal', field);
+        PERFORM crm_private.not_found('deal', field, require_deal.id);
     END IF;
 END
 $$;
@@ -330,8 +330,9 @@ BEGIN
     PERFORM crm_private.require_permission('workspace.read');
     SELECT * INTO o FROM crm.organizations x WHERE x.tenant_id = crm_private.tenant_id() AND x.id = get_organization.id;
     IF NOT FOUND THEN
-        PERFORM crm_private.not_found('organization', 'id');
+        PERFORM crm_private.not_found('organization', 'id', get_organization.id);
     END IF;
+    PERFORM crm_private.log_access('organization.viewed', 'organization', o.id);
     RETURN crm_private.organization_json(o);
 END
 $$;
@@ -436,7 +437,7 @@ BEGIN
      WHERE x.tenant_id = crm_private.tenant_id() AND x.id = update_organization.id AND x.deleted_at IS NULL
     RETURNING * INTO o;
     IF NOT FOUND THEN
-        PERFORM crm_private.not_found('organization', 'id');
+        PERFORM crm_private.not_found('organization', 'id', update_organization.id);
     END IF;
     RETURN crm_private.organization_json(o);
 END
@@ -456,7 +457,7 @@ BEGIN
      WHERE x.tenant_id = crm_private.tenant_id() AND x.id = set_organization_deleted.id AND (x.deleted_at IS NULL) = deleted
     RETURNING * INTO o;
     IF NOT FOUND THEN
-        PERFORM crm_private.not_found(CASE WHEN deleted THEN 'live organization' ELSE 'deleted organization' END, 'id');
+        PERFORM crm_private.not_found(CASE WHEN deleted THEN 'live organization' ELSE 'deleted organization' END, 'id', set_organization_deleted.id);
     END IF;
     RETURN crm_private.organization_json(o);
 END
@@ -533,8 +534,9 @@ BEGIN
     PERFORM crm_private.require_permission('workspace.read');
     SELECT * INTO c FROM crm.contacts x WHERE x.tenant_id = crm_private.tenant_id() AND x.id = get_contact.id;
     IF NOT FOUND THEN
-        PERFORM crm_private.not_found('contact', 'id');
+        PERFORM crm_private.not_found('contact', 'id', get_contact.id);
     END IF;
+    PERFORM crm_private.log_access('contact.viewed', 'contact', c.id);
     RETURN crm_private.contact_json(c);
 END
 $$;
@@ -741,6 +743,12 @@ BEGIN
       INTO v_rows, v_next
       FROM (SELECT x.*, row_number() OVER (ORDER BY x.rank DESC, x.id) AS n, count(*) OVER () > v_n AS more
               FROM crm_private.contact_search(v_q, v_like, v_digits, v_after.value::numeric, v_after.id, v_n + 1) x) h;
+    -- The access log: how many contacts the search showed, and the first ten (ids only: the
+    -- query may name a person).
+    PERFORM crm_private.log_access('contacts.searched', 'contact', NULL,
+        jsonb_build_object('results', jsonb_array_length(v_rows),
+                           'result_ids', (SELECT coalesce(jsonb_agg(r.value -> 'id'), '[]')
+                                            FROM jsonb_array_elements(v_rows) WITH ORDINALITY r WHERE r.ordinality <= 10)));
     RETURN jsonb_build_object('data', v_rows, 'next_cursor', v_next);
 END
 $$;
@@ -774,7 +782,7 @@ BEGIN
      WHERE x.tenant_id = crm_private.tenant_id() AND x.id = update_contact.id AND x.deleted_at IS NULL
     RETURNING * INTO c;
     IF NOT FOUND THEN
-        PERFORM crm_private.not_found('contact', 'id');
+        PERFORM crm_private.not_found('contact', 'id', update_contact.id);
     END IF;
     RETURN crm_private.contact_json(c);
 END
@@ -795,7 +803,7 @@ BEGIN
      WHERE x.tenant_id = crm_private.tenant_id() AND x.id = assign_contact.id AND x.deleted_at IS NULL
     RETURNING * INTO c;
     IF NOT FOUND THEN
-        PERFORM crm_private.not_found('contact', 'id');
+        PERFORM crm_private.not_found('contact', 'id', assign_contact.id);
     END IF;
     RETURN crm_private.contact_json(c);
 END
@@ -822,7 +830,7 @@ BEGIN
      WHERE x.tenant_id = crm_private.tenant_id() AND x.id = set_contact_deleted.id AND (x.deleted_at IS NULL) = deleted
     RETURNING * INTO c;
     IF NOT FOUND THEN
-        PERFORM crm_private.not_found(CASE WHEN deleted THEN 'live contact' ELSE 'deleted contact' END, 'id');
+        PERFORM crm_private.not_found(CASE WHEN deleted THEN 'live contact' ELSE 'deleted contact' END, 'id', set_contact_deleted.id);
     END IF;
     RETURN crm_private.contact_json(c);
 END
@@ -864,7 +872,7 @@ BEGIN
     IF find_duplicate_contacts.id IS NOT NULL THEN
         SELECT * INTO c FROM crm.contacts x WHERE x.tenant_id = crm_private.tenant_id() AND x.id = find_duplicate_contacts.id;
         IF NOT FOUND THEN
-            PERFORM crm_private.not_found('contact', 'id');
+            PERFORM crm_private.not_found('contact', 'id', find_duplicate_contacts.id);
         END IF;
         RETURN jsonb_build_object('data', crm_private.contact_duplicates(c.first_name, c.last_name, c.email, c.phone,
                                                                          c.organization_id, c.id));
@@ -918,11 +926,11 @@ BEGIN
     END IF;
     SELECT * INTO k FROM crm.contacts x WHERE x.tenant_id = crm_private.tenant_id() AND x.id = keep_id AND x.deleted_at IS NULL FOR UPDATE;
     IF NOT FOUND THEN
-        PERFORM crm_private.not_found('contact', 'keep_id');
+        PERFORM crm_private.not_found('contact', 'keep_id', keep_id);
     END IF;
     SELECT * INTO m FROM crm.contacts x WHERE x.tenant_id = crm_private.tenant_id() AND x.id = merge_id AND x.deleted_at IS NULL FOR UPDATE;
     IF NOT FOUND THEN
-        PERFORM crm_private.not_found('contact', 'merge_id');
+        PERFORM crm_private.not_found('contact', 'merge_id', merge_id);
     END IF;
     UPDATE crm.contacts x SET merged_into = keep_id, deleted_at = now()
      WHERE x.tenant_id = crm_private.tenant_id() AND x.id = merge_id;
@@ -1010,8 +1018,9 @@ BEGIN
     PERFORM crm_private.require_permission('workspace.read');
     SELECT * INTO d FROM crm.deals x WHERE x.tenant_id = crm_private.tenant_id() AND x.id = get_deal.id;
     IF NOT FOUND THEN
-        PERFORM crm_private.not_found('deal', 'id');
+        PERFORM crm_private.not_found('deal', 'id', get_deal.id);
     END IF;
+    PERFORM crm_private.log_access('deal.viewed', 'deal', d.id);
     RETURN crm_private.deal_json(d);
 END
 $$;
@@ -1148,7 +1157,7 @@ BEGIN
      WHERE x.tenant_id = crm_private.tenant_id() AND x.id = update_deal.id AND x.deleted_at IS NULL
     RETURNING * INTO d;
     IF NOT FOUND THEN
-        PERFORM crm_private.not_found('deal', 'id');
+        PERFORM crm_private.not_found('deal', 'id', update_deal.id);
     END IF;
     RETURN crm_private.deal_json(d);
 END
@@ -1171,7 +1180,7 @@ BEGIN
      WHERE x.tenant_id = crm_private.tenant_id() AND x.id = move_deal.id AND x.deleted_at IS NULL
     RETURNING * INTO d;
     IF NOT FOUND THEN
-        PERFORM crm_private.not_found('deal', 'id');
+        PERFORM crm_private.not_found('deal', 'id', move_deal.id);
     END IF;
     RETURN crm_private.deal_json(d);
 END
@@ -1191,7 +1200,7 @@ BEGIN
     SELECT * INTO d FROM crm.deals x
      WHERE x.tenant_id = crm_private.tenant_id() AND x.id = reopen_deal.id AND x.deleted_at IS NULL FOR UPDATE;
     IF NOT FOUND THEN
-        PERFORM crm_private.not_found('deal', 'id');
+        PERFORM crm_private.not_found('deal', 'id', reopen_deal.id);
     END IF;
     IF v_stage IS NULL THEN
         -- Back where it was before it closed, or the first open stage.
@@ -1227,7 +1236,7 @@ BEGIN
      WHERE x.tenant_id = crm_private.tenant_id() AND x.id = assign_deal.id AND x.deleted_at IS NULL
     RETURNING * INTO d;
     IF NOT FOUND THEN
-        PERFORM crm_private.not_found('deal', 'id');
+        PERFORM crm_private.not_found('deal', 'id', assign_deal.id);
     END IF;
     RETURN crm_private.deal_json(d);
 END
@@ -1247,7 +1256,7 @@ BEGIN
      WHERE x.tenant_id = crm_private.tenant_id() AND x.id = set_deal_deleted.id AND (x.deleted_at IS NULL) = deleted
     RETURNING * INTO d;
     IF NOT FOUND THEN
-        PERFORM crm_private.not_found(CASE WHEN deleted THEN 'live deal' ELSE 'deleted deal' END, 'id');
+        PERFORM crm_private.not_found(CASE WHEN deleted THEN 'live deal' ELSE 'deleted deal' END, 'id', set_deal_deleted.id);
     END IF;
     RETURN crm_private.deal_json(d);
 END
@@ -1287,7 +1296,7 @@ DECLARE
 BEGIN
     PERFORM crm_private.require_permission('workspace.read');
     IF NOT EXISTS (SELECT 1 FROM crm.deals d WHERE d.tenant_id = crm_private.tenant_id() AND d.id = deal_stage_history.id) THEN
-        PERFORM crm_private.not_found('deal', 'id');
+        PERFORM crm_private.not_found('deal', 'id', deal_stage_history.id);
     END IF;
     v_after := crm_private.read_cursor(deal_stage_history.cursor, 'deal_stage_history:' || deal_stage_history.id, 'newest');
     SELECT coalesce(jsonb_agg(x.j ORDER BY x.rn) FILTER (WHERE x.rn <= v_n), '[]'::jsonb),
@@ -1405,11 +1414,11 @@ BEGIN
     PERFORM crm_private.require_permission('workspace.read');
     IF list_activities.contact_id IS NOT NULL AND NOT EXISTS (
            SELECT 1 FROM crm.contacts c WHERE c.tenant_id = crm_private.tenant_id() AND c.id = list_activities.contact_id) THEN
-        PERFORM crm_private.not_found('contact', 'contact_id');
+        PERFORM crm_private.not_found('contact', 'contact_id', list_activities.contact_id);
     END IF;
     IF list_activities.deal_id IS NOT NULL AND NOT EXISTS (
            SELECT 1 FROM crm.deals d WHERE d.tenant_id = crm_private.tenant_id() AND d.id = list_activities.deal_id) THEN
-        PERFORM crm_private.not_found('deal', 'deal_id');
+        PERFORM crm_private.not_found('deal', 'deal_id', list_activities.deal_id);
     END IF;
     v_after := crm_private.read_cursor(list_activities.cursor, 'activities', 'newest');
     SELECT coalesce(jsonb_agg(x.j ORDER BY x.rn) FILTER (WHERE x.rn <= v_n), '[]'::jsonb),

@@ -148,8 +148,29 @@ GRANT EXECUTE ON FUNCTION
     api.archive_activity(uuid),
     api.define_custom_field(text, text, text, text, boolean, jsonb),
     api.list_custom_fields(text),
-    api.delete_custom_field(text, text)
+    api.delete_custom_field(text, text),
+    -- the audit log, security events and the access log
+    crm_private.verify_current_audit_log(),
+    crm_private.log_access(text, text, uuid, jsonb),
+    crm_private.note_missing(text, uuid),
+    crm_private.not_found(text, text, uuid),
+    api.list_audit_events(uuid, text, text, text, timestamptz, timestamptz, integer, text),
+    api.verify_audit_log(),
+    api.list_security_events(text, uuid, timestamptz, timestamptz, integer, text),
+    api.list_access_events(uuid, text, uuid, timestamptz, timestamptz, integer, text),
+    -- workspace settings and deletion
+    crm_private.pending_deletion_tenant(),
+    crm_private.settings_json(core.tenants),
+    crm_private.workspace_settings(),
+    crm_private.cancel_pending_deletion(),
+    crm_private.request_current_deletion(),
+    api.get_workspace_settings(),
+    api.update_workspace_settings(jsonb),
+    api.request_workspace_deletion(text),
+    api.cancel_workspace_deletion()
 TO authenticated;
+GRANT SELECT ON core.audit_log, core.security_events, core.access_events TO authenticated;
+GRANT UPDATE (retention_policy, access_log, audit_retention_months, deletion_grace_days) ON core.tenants TO authenticated;
 
 -- crm_auth: the role the edge's /auth/v1 endpoints run as (SET LOCAL ROLE crm_auth). It
 -- reaches auth.* only through these SECURITY DEFINER functions, and nothing else.
@@ -190,4 +211,9 @@ $hook$;
 
 -- anon and service_role get nothing. The operator functions (crm_private.create_tenant,
 -- add_member, set_tenant_status, set_member_status, suspend_tenant, reactivate_tenant,
--- create_session) and the auth helpers not listed above are for the DBA (a superuser) only.
+-- create_session, run_jobs, seal_audit_log, verify_audit_chain, audit_chain_head,
+-- audit_ensure_partitions, audit_apply_retention, events_apply_retention, flush_events,
+-- event_queue_status, schedule_tenant_deletion, cancel_tenant_deletion, delete_tenant_now,
+-- run_due_deletions, purge_tenant_batch, archive_tenant, archive_directory,
+-- tenant_tables), the audit and event writers (record_security_event, store_events)
+-- and the auth helpers not listed above are for the DBA (a superuser) only.

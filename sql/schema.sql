@@ -199,13 +199,14 @@ INSERT INTO core.permissions (key, description, builtin) VALUES
     ('records.read_all', 'See every contact and deal of the workspace, not only one''s own', true),
     ('audit.read', 'Read the audit log', true),
     ('data.export', 'Export the workspace''s data', true),
-    ('fields.manage', 'Define and delete custom fields', true);
+    ('fields.manage', 'Define and delete custom fields', true),
+    ('workspace.delete', 'Ask for the workspace''s deletion, or cancel it', true);
 INSERT INTO core.role_permissions (role, permission, builtin)
 SELECT r, p, true
   FROM (VALUES
         ('admin', 'workspace.read'), ('admin', 'workspace.update'), ('admin', 'users.invite'),
         ('admin', 'users.manage'), ('admin', 'deals.assign'), ('admin', 'records.read_all'),
-        ('admin', 'audit.read'), ('admin', 'data.export'), ('admin', 'fields.manage'),
+        ('admin', 'audit.read'), ('admin', 'data.export'), ('admin', 'fields.manage'), ('admin', 'workspace.delete'),
         ('manager', 'workspace.read'), ('manager', 'users.invite'), ('manager', 'deals.assign'),
         ('manager', 'records.read_all'),
         ('rep', 'workspace.read')) AS v(r, p);

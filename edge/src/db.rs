@@ -60,6 +60,42 @@ const TRANSACTION_MARGIN: Duration = Duration::from_secs(5);
 const KEEPALIVE_IDLE: Duration = Duration::from_secs(30);
 const TCP_USER_TIMEOUT: Duration = Duration::from_secs(30);
 
+tokio::task_local! {
+    /// The current HTTP request's id and client address, which each of its transactions
+    /// hands to the database (`pg_crm.request_id`, `pg_crm.client_ip`) for its audit entries.
+    pub static REQUEST_META: RequestMeta;
+}
+
+/// See [`REQUEST_META`].
+#[derive(Debug, Clone)]
+pub struct RequestMeta {
+    /// Already restricted to letters, digits, `-`, `_` and `.` (see `http::request_id`).
+    pub id: String,
+    pub ip: Option<std::net::IpAddr>,
+}
+
+impl RequestMeta {
+    /// The statements that set them for the transaction. Both values are safe to quote as
+    /// they are: the id's characters are restricted, the address is formatted by Rust.
+    fn set_local_sql(&self) -> String {
+        let mut sql = String::new();
+        if self
+            .id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        {
+            sql.push_str(&format!("; SET LOCAL pg_crm.request_id = '{}'", self.id));
+        }
+        if let Some(ip) = self.ip {
+            sql.push_str(&format!(
+                "; SET LOCAL pg_crm.client_ip = '{}'",
+                ip.to_canonical()
+            ));
+        }
+        sql
+    }
+}
+
 pub const BEGIN_REQUEST_SQL: &str = "SELECT crm_private.begin_request($1::jsonb, $2::uuid)";
 
 /// The pool, the TLS connector (cancel requests need it too) and the per-tenant fairness.
@@ -182,11 +218,15 @@ impl Database {
             (Work::Rpc { .. }, false) => &self.begin_sql,
             (Work::Auth { .. }, _) => &self.begin_auth_sql,
         };
+        let opening = match REQUEST_META.try_with(RequestMeta::set_local_sql) {
+            Ok(meta) => format!("{opening}{meta}"),
+            Err(_) => opening.clone(),
+        };
         let mut retried = false;
         loop {
             let client = self.pool.get().await?;
             let request = InFlight::new(client, self.tls.clone(), turn.take());
-            let running = pipeline(request.client(), opening, work);
+            let running = pipeline(request.client(), &opening, work);
             let outcome = match tokio::time::timeout(self.transaction_limit, running).await {
                 Ok(outcome) => outcome,
                 // The server enforces the statement timeout; no answer past it means the

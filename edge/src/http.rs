@@ -478,7 +478,14 @@ async fn log_request(request: Request, next: Next) -> Response {
         route: route.clone(),
         started,
     };
-    let mut response = next.run(request).await;
+    let meta = crate::db::RequestMeta {
+        id: id.clone(),
+        ip: request
+            .extensions()
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|info| info.0.ip()),
+    };
+    let mut response = crate::db::REQUEST_META.scope(meta, next.run(request)).await;
     pending.id = None;
     if let Ok(value) = HeaderValue::from_str(&id) {
         response.headers_mut().insert("x-request-id", value);

@@ -17,6 +17,7 @@
 //! them (parsed per call, about 0.1 ms).
 
 use crate::domain::claims;
+use crate::domain::lifecycle::{self, Access};
 use crate::domain::roles::TenantRole;
 use crate::error::{CrmError, OrRaise};
 use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
@@ -31,6 +32,11 @@ static TENANT_ID: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::n
 static USER_ID: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 static TENANT_ROLE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 static PERMISSIONS: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+static PENDING_DELETION_TENANT: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(None);
+static REQUEST_ID: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+static CLIENT_IP: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+static AUDIT_MAINTENANCE: GucSetting<bool> = GucSetting::<bool>::new(false);
 /// `pg_crm.gate_set_local`: whether the gate also sets the context with SET LOCAL
 /// statements (what Citus propagates to its workers), at about 0.1 ms per request.
 static SET_LOCAL: GucSetting<bool> = GucSetting::<bool>::new(false);
@@ -69,11 +75,57 @@ pub(crate) fn register_settings() {
         GucContext::Suset,
         GucFlags::default(),
     );
+    GucRegistry::define_string_guc(
+        c"pg_crm.request_id",
+        c"The edge's x-request-id of the current request, recorded with its audit entries.",
+        c"Set per transaction (SET LOCAL) by the edge.",
+        &REQUEST_ID,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_string_guc(
+        c"pg_crm.client_ip",
+        c"The client address of the current request, recorded with its audit entries.",
+        c"Set per transaction (SET LOCAL) by the edge.",
+        &CLIENT_IP,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_bool_guc(
+        c"pg_crm.audit_maintenance",
+        c"Set by pg_crm's own partition upkeep and retention job while they remove audit rows.",
+        c"The audit log refuses DELETE otherwise, even for its owner.",
+        &AUDIT_MAINTENANCE,
+        GucContext::Suset,
+        GucFlags::DISALLOW_IN_FILE | GucFlags::DISALLOW_IN_AUTO_FILE,
+    );
+    define(
+        c"app.pending_deletion_tenant",
+        c"The workspace waiting for deletion whose admin this request is (see api.cancel_workspace_deletion).",
+        &PENDING_DELETION_TENANT,
+    );
     define(
         c"app.permissions",
         c"Permissions of the current user's role, as ,key,key,.",
         &PERMISSIONS,
     );
+}
+
+/// The settings [`setting_text`] reads.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Setting {
+    Tenant,
+    User,
+    RequestId,
+}
+
+/// A context setting's value in this transaction (None when unset or ended).
+pub(crate) fn setting_text(which: Setting) -> Option<String> {
+    setting(match which {
+        Setting::Tenant => &TENANT_ID,
+        Setting::User => &USER_ID,
+        Setting::RequestId => &REQUEST_ID,
+    })
 }
 
 /// The current request's context, as `begin_request` set it.
@@ -168,8 +220,24 @@ fn with_kept<R>(
 )]
 #[search_path(pg_catalog, pg_temp)]
 fn begin_request(claims: Option<JsonB>, tenant: Option<pgrx::Uuid>) {
-    let (ctx, permissions) = check_request(claims.as_ref().map(|c| &c.0), tenant).or_raise();
-    let claims_text = claims.map(|c| c.0.to_string()).unwrap_or_default();
+    let checked = check_request(claims.as_ref().map(|c| &c.0), tenant);
+    if let Err(refusal) = &checked {
+        record_refusal(claims.as_ref().map(|c| &c.0), tenant, refusal);
+    }
+    let claims_text = claims.as_ref().map(|c| c.0.to_string()).unwrap_or_default();
+    let (ctx, permissions) = match checked.or_raise() {
+        Gate::Member(ctx, permissions) => (ctx, permissions),
+        Gate::DeletionPending { tenant_id, user_id } => {
+            // Only the user and the workspace waiting for deletion: no tenant, so every
+            // policy fails closed; api.cancel_workspace_deletion reads these two.
+            Spi::run_with_args(
+                "SELECT pg_catalog.set_config('app.current_user_id', $1, true), pg_catalog.set_config('app.pending_deletion_tenant', $2, true), pg_catalog.set_config('request.jwt.claims', $3, true), pg_catalog.set_config('app.current_tenant_id', '', true), pg_catalog.set_config('app.tenant_role', '', true), pg_catalog.set_config('app.permissions', '', true)",
+                &[user_id.as_str().into(), tenant_id.as_str().into(), claims_text.as_str().into()],
+            )
+            .or_raise();
+            return;
+        }
+    };
     let permissions = format!(",{permissions},");
     if SET_LOCAL.get() {
         // For Citus, which propagates SET LOCAL (not set_config) to its workers. The values
@@ -209,14 +277,48 @@ fn begin_request(claims: Option<JsonB>, tenant: Option<pgrx::Uuid>) {
     .or_raise();
 }
 
+/// A refusal is a security event (F5.6), pushed to pg_crm's event queue so it outlives the
+/// transaction the refusal rolls back: the tenant and user the request claimed, and why.
+fn record_refusal(
+    claims: Option<&serde_json::Value>,
+    tenant: Option<pgrx::Uuid>,
+    refusal: &CrmError,
+) {
+    let user = claims
+        .and_then(claims::subject)
+        .and_then(|s| claims::uuid_bytes(&s));
+    let reason = match refusal {
+        CrmError::Forbidden { message, .. } => message.to_string(),
+        other => other.to_string(),
+    };
+    let detail = serde_json::json!({ "reason": reason }).to_string();
+    let request_id = setting(&REQUEST_ID);
+    crate::events::push(&crate::events::Event {
+        stream: crate::events::Stream::Security,
+        kind: "gate_refused",
+        tenant: tenant.map(|t| *t.as_bytes()),
+        user,
+        request_id: request_id.as_deref(),
+        detail: &detail,
+    });
+}
+
 const SETTINGS_SQL: &str = "SELECT pg_catalog.set_config('app.current_tenant_id', $1, true), pg_catalog.set_config('app.current_user_id', $2, true), pg_catalog.set_config('app.tenant_role', $3, true), pg_catalog.set_config('app.permissions', $4, true), pg_catalog.set_config('request.jwt.claims', $5, true)";
 
 type GateRow = (String, String, String, String, String, bool, String);
 
+/// What the gate lets a request do.
+enum Gate {
+    /// A member's full context, with their role's permissions.
+    Member(Context, String),
+    /// An admin of a workspace waiting for deletion (see `domain::lifecycle`).
+    DeletionPending { tenant_id: String, user_id: String },
+}
+
 fn check_request(
     claims: Option<&serde_json::Value>,
     tenant: Option<pgrx::Uuid>,
-) -> Result<(Context, String), CrmError> {
+) -> Result<Gate, CrmError> {
     let user = claims
         .and_then(claims::subject)
         .ok_or_else(|| CrmError::Forbidden {
@@ -233,8 +335,8 @@ fn check_request(
         message: "no tenant selected for this request".into(),
         hint: Some("the token's app_metadata.tenant_id names the tenant"),
     })?;
-    let user_uuid = pgrx::Uuid::from_bytes(parse_uuid(&user));
-    let session_uuid = pgrx::Uuid::from_bytes(parse_uuid(&session));
+    let user_uuid = pgrx::Uuid::from_bytes(claims::uuid_bytes(&user).unwrap_or_default());
+    let session_uuid = pgrx::Uuid::from_bytes(claims::uuid_bytes(&session).unwrap_or_default());
     let uuid_oid = PgOid::BuiltIn(PgBuiltInOids::UUIDOID);
     let row: Option<GateRow> = with_kept(
         &GATE_PLAN,
@@ -272,34 +374,19 @@ fn check_request(
             hint: Some("sign in again"),
         });
     }
-    if tenant_status != "active" {
-        return Err(CrmError::forbidden("this workspace is suspended"));
-    }
-    if member_status != "active" {
-        return Err(CrmError::forbidden(
-            "your membership of this workspace is deactivated",
-        ));
-    }
     let role = role
         .parse::<TenantRole>()
         .map_err(|_| CrmError::forbidden("not a member of this tenant"))?;
-    Ok((
-        Context {
-            tenant_id,
-            user_id,
-            role,
-        },
-        permissions,
-    ))
-}
-
-/// The 16 bytes of a canonical uuid (already checked by [`claims::is_uuid`]).
-fn parse_uuid(s: &str) -> [u8; 16] {
-    let hex: Vec<u8> = s.bytes().filter(|b| *b != b'-').collect();
-    let mut out = [0u8; 16];
-    for (i, pair) in hex.chunks(2).take(16).enumerate() {
-        let digit = |c: u8| (c as char).to_digit(16).unwrap_or(0) as u8;
-        out[i] = digit(pair[0]) << 4 | digit(pair[1]);
+    match lifecycle::access(&tenant_status, &member_status, role) {
+        Access::Full => Ok(Gate::Member(
+            Context {
+                tenant_id,
+                user_id,
+                role,
+            },
+            permissions,
+        )),
+        Access::DeletionPending => Ok(Gate::DeletionPending { tenant_id, user_id }),
+        Access::Refused(message) => Err(CrmError::forbidden(message)),
     }
-    out
 }

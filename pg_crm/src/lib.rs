@@ -10,12 +10,15 @@
 
 use pgrx::prelude::*;
 
+pub mod archive;
 pub mod auth;
 pub mod context;
 pub mod crm;
 pub mod domain;
 pub mod error;
+pub mod events;
 pub mod operator;
+pub mod worker;
 pub mod workspace;
 
 ::pgrx::pg_module_magic!(name, version);
@@ -103,11 +106,31 @@ extension_sql_file!(
     // upgrade from 0.5.0 makes.
     requires = ["crm", "ratelimit"]
 );
+extension_sql_file!(
+    "../../sql/audit.sql",
+    name = "audit",
+    // Last before the grants: its tables are registered for pg_dump after 0.6.0's, as the
+    // upgrade to 0.7.0 registers them.
+    requires = ["deal_totals"]
+);
+extension_sql_file!(
+    "../../sql/events.sql",
+    name = "events",
+    requires = ["audit", events::log_access, events::record_security_event]
+);
+extension_sql_file!(
+    "../../sql/lifecycle.sql",
+    name = "lifecycle",
+    requires = ["events", archive::archive_directory]
+);
 extension_sql_file!("../../sql/grants.sql", name = "grants", finalize);
 
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
     context::register_settings();
+    events::init();
+    archive::register();
+    worker::register();
 }
 
 /// `#[pg_test]`s: only what needs a live backend (SPI, settings, roles). Everything else

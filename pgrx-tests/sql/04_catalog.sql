@@ -3,7 +3,7 @@ BEGIN;
 CREATE TEMP VIEW crm_tables AS
     SELECT c.oid AS rel, c.oid::regclass AS name
     FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-    WHERE n.nspname IN ('core', 'crm', 'crm_private', 'api') AND c.relkind IN ('r', 'p');
+    WHERE n.nspname IN ('core', 'crm', 'crm_private', 'api') AND c.relkind IN ('r', 'p') AND NOT c.relispartition;
 
 -- The tables this check covers (so a table cannot slip out of it unnoticed).
 SELECT name FROM crm_tables ORDER BY name::text;
@@ -17,7 +17,14 @@ CREATE TEMP VIEW platform_tables AS
     WHERE c.oid IN ('core.tenants'::regclass, 'core.roles'::regclass, 'core.permissions'::regclass,
                     'core.role_permissions'::regclass, 'core.email_outbox'::regclass,
                     'crm_private.auth_settings'::regclass, 'crm_private.auth_throttle'::regclass,
-                    'crm_private.rate_limits'::regclass, 'crm_private.rate_usage'::regclass);
+                    'crm_private.rate_limits'::regclass, 'crm_private.rate_usage'::regclass,
+                    'crm_private.audit_state'::regclass, 'crm_private.tenant_purges'::regclass);
+-- Written once by pg_crm and never changed: their own time and actor columns instead of the
+-- stamps, and a trigger that refuses UPDATE, DELETE and TRUNCATE instead.
+CREATE TEMP VIEW append_only_tables AS
+    SELECT c.oid AS rel, c.oid::regclass AS name FROM pg_class c
+    WHERE c.oid IN ('core.audit_log'::regclass, 'core.audit_sealed'::regclass, 'core.audit_seals'::regclass,
+                    'core.security_events'::regclass, 'core.access_events'::regclass);
 CREATE TEMP VIEW tenant_tables AS
     SELECT * FROM crm_tables WHERE rel NOT IN (SELECT rel FROM platform_tables);
 
@@ -74,10 +81,15 @@ ORDER BY 1;
 
 -- Tenant-scoped tables: tenant_id uuid NOT NULL leading the primary key; every index
 -- leads with it (core.tenants is the tenant registry, keyed by the tenant id itself).
-SELECT name AS no_leading_tenant_key FROM tenant_tables t
+-- (A partitioned table's key is each partition's own: see sql/audit.sql.)
+WITH keyed AS (
+    SELECT t.name, coalesce(i.inhrelid, t.rel) AS rel
+    FROM tenant_tables t JOIN pg_class c ON c.oid = t.rel
+    LEFT JOIN pg_inherits i ON c.relkind = 'p' AND i.inhparent = t.rel)
+SELECT DISTINCT name AS no_leading_tenant_key FROM keyed k
 WHERE NOT EXISTS (
     SELECT 1 FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
-    WHERE i.indrelid = t.rel AND i.indisprimary AND a.attname = 'tenant_id' AND a.attnotnull
+    WHERE i.indrelid = k.rel AND i.indisprimary AND a.attname = 'tenant_id' AND a.attnotnull
       AND a.atttypid = 'uuid'::regtype)
 ORDER BY 1;
 -- The exceptions: indexes serving a foreign key to a table that is not tenant-scoped
@@ -128,8 +140,19 @@ ORDER BY 1, 2;
 -- The extension lives in its own schema, not in public (splinter's extension_in_public), and
 -- registers every table that holds data for pg_dump.
 SELECT extnamespace::regnamespace AS extension_schema FROM pg_extension WHERE extname = 'pg_crm';
-SELECT name AS not_dumped_with_data FROM crm_tables t
+SELECT name AS not_dumped_with_data FROM crm_tables t JOIN pg_class c ON c.oid = t.rel
 WHERE t.rel <> ALL (SELECT unnest(extconfig) FROM pg_extension WHERE extname = 'pg_crm')
+  AND c.relkind <> 'p'
+ORDER BY 1;
+-- A partitioned table's rows are its partitions': each is registered (created with the
+-- extension) or not a member of it at all (created later, dumped as a table of its own).
+SELECT i.inhrelid::regclass AS partition_not_dumped FROM pg_inherits i JOIN crm_tables t ON t.rel = i.inhparent
+WHERE EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = i.inhrelid AND d.deptype = 'e')
+  AND i.inhrelid <> ALL (SELECT unnest(extconfig) FROM pg_extension WHERE extname = 'pg_crm')
+ORDER BY 1;
+-- Partitions are reached only through their parent (whose policies apply): no grants.
+SELECT i.inhrelid::regclass AS partition_granted FROM pg_inherits i JOIN crm_tables t ON t.rel = i.inhparent
+WHERE has_table_privilege('authenticated', i.inhrelid, 'SELECT, INSERT, UPDATE, DELETE')
 ORDER BY 1;
 -- On plain PostgreSQL the auth objects are pg_crm's (no GoTrue manages them), auth.users
 -- among the tables pg_dump carries.
@@ -159,9 +182,15 @@ ORDER BY 1;
 
 -- The stamp columns and their trigger on every table.
 SELECT name AS missing_stamps FROM (SELECT * FROM tenant_tables UNION ALL SELECT 'core.tenants'::regclass, 'core.tenants'::regclass) t
-WHERE (SELECT count(*) FROM pg_attribute WHERE attrelid = t.rel AND NOT attisdropped
+WHERE t.rel NOT IN (SELECT rel FROM append_only_tables) AND ((SELECT count(*) FROM pg_attribute WHERE attrelid = t.rel AND NOT attisdropped
        AND attname IN ('created_at', 'updated_at', 'created_by', 'updated_by')) <> 4
-   OR NOT EXISTS (SELECT 1 FROM pg_trigger g WHERE g.tgrelid = t.rel AND g.tgfoid = 'crm_private.stamp_row()'::regprocedure)
+   OR NOT EXISTS (SELECT 1 FROM pg_trigger g WHERE g.tgrelid = t.rel AND g.tgfoid = 'crm_private.stamp_row()'::regprocedure))
+ORDER BY 1;
+SELECT name AS append_only_without_guard FROM append_only_tables t
+WHERE (SELECT count(DISTINCT e) FROM pg_trigger g
+         CROSS JOIN unnest(ARRAY['update', 'delete', 'truncate']) e
+        WHERE g.tgrelid = t.rel AND g.tgtype::integer & 1 = 0 AND g.tgfoid = 'crm_private.audit_log_immutable()'::regprocedure
+          AND g.tgtype::integer & CASE e WHEN 'update' THEN 16 WHEN 'delete' THEN 8 ELSE 32 END <> 0) <> 3
 ORDER BY 1;
 ROLLBACK;
 

@@ -86,7 +86,18 @@ INSERT INTO cases VALUES
     ('api.archive_activity(uuid)', $$SELECT api.archive_activity(tests.rec('activity'))$$),
     ('api.define_custom_field(text,text,text,text,boolean,jsonb)', $$SELECT api.define_custom_field('organization', 'tier', 'Tier', 'number')$$),
     ('api.list_custom_fields(text)', $$SELECT api.list_custom_fields('contact')$$),
-    ('api.delete_custom_field(text,text)', $$SELECT api.delete_custom_field('contact', 'linkedin')$$);
+    ('api.delete_custom_field(text,text)', $$SELECT api.delete_custom_field('contact', 'linkedin')$$),
+    ('api.list_audit_events(uuid,text,text,text,timestamp with time zone,timestamp with time zone,integer,text)',
+     $$SELECT api.list_audit_events()$$),
+    ('api.verify_audit_log()', $$SELECT api.verify_audit_log()$$),
+    ('api.list_security_events(text,uuid,timestamp with time zone,timestamp with time zone,integer,text)',
+     $$SELECT api.list_security_events()$$),
+    ('api.list_access_events(uuid,text,uuid,timestamp with time zone,timestamp with time zone,integer,text)',
+     $$SELECT api.list_access_events()$$),
+    ('api.get_workspace_settings()', $$SELECT api.get_workspace_settings()$$),
+    ('api.update_workspace_settings(jsonb)', $$SELECT api.update_workspace_settings('{"access_log": false}')$$),
+    ('api.request_workspace_deletion(text)', $$SELECT api.request_workspace_deletion(tests.nonce())$$),
+    ('api.cancel_workspace_deletion()', $$SELECT api.cancel_workspace_deletion()$$);
 SELECT p.oid::regprocedure AS api_function_without_cases FROM pg_proc p
 WHERE p.pronamespace = 'api'::regnamespace AND p.oid::regprocedure::text NOT IN (SELECT fn FROM cases) ORDER BY 1;
 SELECT fn AS case_without_function FROM cases
@@ -154,7 +165,7 @@ BEGIN
     PERFORM tests.login(email, slug);
     EXECUTE format('SELECT count(*) FROM %s', tbl) INTO n;
     v_select := n::text;
-    v_update := pg_temp.attempt(format('UPDATE %s SET %I = %I', tbl, coalesce(v_col, 'updated_at'), coalesce(v_col, 'updated_at')));
+    v_update := pg_temp.attempt(format('UPDATE %s SET %I = %I', tbl, coalesce(v_col, 'tenant_id'), coalesce(v_col, 'tenant_id')));
     v_insert := CASE WHEN v_cols IS NULL THEN pg_temp.attempt(format('INSERT INTO %s DEFAULT VALUES', tbl))
                      ELSE pg_temp.attempt(format('INSERT INTO %s (%s) SELECT %s FROM %s LIMIT 1', tbl, v_cols, v_cols, tbl)) END;
     v_delete := pg_temp.attempt(format('DELETE FROM %s', tbl));
@@ -164,7 +175,8 @@ END
 $$;
 SELECT t.tbl, r.who, pg_temp.matrix(r.email, r.slug, t.tbl)
 FROM (VALUES ('core.custom_fields'::regclass), ('crm.pipeline_stages'), ('crm.organizations'), ('crm.contacts'),
-             ('crm.deals'), ('crm.deal_stage_changes'), ('crm.assignment_changes'), ('crm.activities'), ('crm.deal_totals')) t(tbl)
+             ('crm.deals'), ('crm.deal_stage_changes'), ('crm.assignment_changes'), ('crm.activities'), ('crm.deal_totals'),
+             ('core.audit_log'), ('core.security_events'), ('core.access_events')) t(tbl)
 CROSS JOIN (VALUES (1, 'admin', 'ann@acme.test', 'acme'), (2, 'manager', 'mo@acme.test', 'acme'),
                    (3, 'rep', 'rita@acme.test', 'acme'), (4, 'other tenant', 'gil@globex.test', 'globex')) r(n, who, email, slug)
 ORDER BY t.tbl::text, r.n;

@@ -166,7 +166,7 @@ impl Cluster {
         std::io::Write::write_all(
             &mut conf,
             format!(
-                "\nssl = on\nssl_cert_file = '{}'\nssl_key_file = '{}'\n",
+                "\nssl = on\nssl_cert_file = '{}'\nssl_key_file = '{}'\npg_crm.worker_databases = 'aura'\n",
                 tls.server.0.display(),
                 tls.server.1.display()
             )
@@ -340,6 +340,18 @@ impl Drop for Cluster {
         let _ = Command::new(root().join("scripts/pgcluster"))
             .args(["stop", &self.pg_config, &self.data()])
             .output();
+        // AURA_TEST_LOGS collects every cluster's server log, for scripts/no-pii-in-logs.sh.
+        if let Some(logs) = std::env::var_os("AURA_TEST_LOGS") {
+            let name = self
+                .dir
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let _ = std::fs::copy(
+                self.dir.join("data").join("server.log"),
+                PathBuf::from(logs).join(format!("{name}.log")),
+            );
+        }
         // AURA_TEST_KEEP=1 keeps the directory (server and PgBouncer logs) for a post-mortem.
         if !std::env::var("AURA_TEST_KEEP").is_ok_and(|v| v == "1") {
             let _ = std::fs::remove_dir_all(&self.dir);
@@ -716,31 +728,54 @@ pub async fn sign_in(edge: &Edge, email: &str, password: &str) -> (u16, Value) {
     .await
 }
 
-/// The text of the newest email to `to` that contains `marker`, written under the cluster's
-/// mail directory, waiting up to 10 s.
-async fn newest_mail(cluster: &Cluster, to: &str, marker: &str) -> String {
-    let dir = cluster.mail_dir();
-    for _ in 0..100 {
-        let mut newest: Option<(String, String)> = None;
-        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
-            let name = entry.file_name().to_string_lossy().to_string();
-            if !name.ends_with(".eml") {
-                continue;
-            }
-            let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
-            if text.contains(&format!("To: {to}\r\n"))
-                && text.contains(marker)
-                && newest.as_ref().is_none_or(|(n, _)| name > *n)
-            {
-                newest = Some((name, text));
-            }
+/// The newest email to `to` that contains `marker` in the cluster's mail directory, now:
+/// (file name, text). File names sort by the time they were written.
+fn newest_mail_now(cluster: &Cluster, to: &str, marker: &str) -> Option<(String, String)> {
+    let mut newest: Option<(String, String)> = None;
+    for entry in std::fs::read_dir(cluster.mail_dir())
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let name = entry.file_name().to_string_lossy().to_string();
+        if !name.ends_with(".eml") {
+            continue;
         }
-        if let Some((_, text)) = newest {
-            return text;
+        let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+        if text.contains(&format!("To: {to}\r\n"))
+            && text.contains(marker)
+            && newest.as_ref().is_none_or(|(n, _)| name > *n)
+        {
+            newest = Some((name, text));
+        }
+    }
+    newest
+}
+
+/// The text of the newest email to `to` that contains `marker` (and is newer than the file
+/// `after`, when given), waiting up to 10 s.
+async fn newest_mail_after(
+    cluster: &Cluster,
+    to: &str,
+    marker: &str,
+    after: Option<&str>,
+) -> String {
+    for _ in 0..100 {
+        if let Some((name, text)) = newest_mail_now(cluster, to, marker) {
+            if after.is_none_or(|a| name.as_str() > a) {
+                return text;
+            }
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
-    panic!("no email to {to} with {marker:?} in {}", dir.display());
+    panic!(
+        "no new email to {to} with {marker:?} in {}",
+        cluster.mail_dir().display()
+    );
+}
+
+async fn newest_mail(cluster: &Cluster, to: &str, marker: &str) -> String {
+    newest_mail_after(cluster, to, marker, None).await
 }
 
 /// The one-time code of an email ("Code: 123456").
@@ -767,6 +802,8 @@ pub async fn await_mail(cluster: &Cluster, to: &str, kind: &str) -> (String, Str
 /// A reauthentication nonce for a signed-in user: asks `POST /auth/v1/reauthenticate` with
 /// their access token, then reads the code from the newest such email to `to` (up to 10 s).
 pub async fn reauthenticate(edge: &Edge, cluster: &Cluster, to: &str, token: &str) -> String {
+    const MARKER: &str = "Subject: Confirm it is you\r\n";
+    let before = newest_mail_now(cluster, to, MARKER).map(|(name, _)| name);
     let (status, _, body) = auth_call(
         edge,
         reqwest::Method::POST,
@@ -776,7 +813,7 @@ pub async fn reauthenticate(edge: &Edge, cluster: &Cluster, to: &str, token: &st
     )
     .await;
     assert_eq!(status, 200, "reauthenticate: {body}");
-    code_in(&newest_mail(cluster, to, "Subject: Confirm it is you\r\n").await)
+    code_in(&newest_mail_after(cluster, to, MARKER, before.as_deref()).await)
 }
 
 /// The access token of a session reply (sign-up, sign-in, refresh).

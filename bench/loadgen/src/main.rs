@@ -824,7 +824,22 @@ struct Row {
     /// The main scenarios: through PgBouncer, and with the rate limiter off.
     bouncer: Option<EdgeFigures>,
     unlimited: Option<EdgeFigures>,
+    /// Audited writes and access-logged reads: the same through the edge with the audit
+    /// triggers disabled or the access log off.
+    not_recorded: Option<EdgeFigures>,
 }
+
+/// Record reads that write the access log: measured again with it off server-wide
+/// (`pg_crm.access_log`), for what it costs a read (issue 9).
+const ACCESS_LOGGED: [&str; 1] = ["get_contact"];
+
+/// Audited write scenarios and the audit triggers that serve them: measured again with those
+/// triggers disabled, for what auditing costs (issue 9: at least 90% of the throughput).
+const AUDITED: [(&str, &str, &str); 1] = [(
+    "move_deal",
+    "crm.deal_stage_changes",
+    "deal_stage_changes_audit",
+)];
 
 /// The scenarios measured through PgBouncer and without the rate limiter too.
 const MAIN: [&str; 5] = [
@@ -870,7 +885,14 @@ fn machine() -> Value {
 #[tokio::main(flavor = "multi_thread", worker_threads = 1)]
 async fn main() {
     if let Err(e) = run().await {
-        eprintln!("aura-bench: {e}");
+        // tokio-postgres says only "db error"; the server's message is its source.
+        let mut message = e.to_string();
+        let mut source = e.source();
+        while let Some(cause) = source {
+            message = format!("{message}: {cause}");
+            source = cause.source();
+        }
+        eprintln!("aura-bench: {message}");
         std::process::exit(1);
     }
 }
@@ -965,6 +987,49 @@ async fn run() -> Result<(), Failure> {
         }
         let unlimited = extra.pop().flatten();
         let bouncer = extra.pop().flatten();
+        let mut not_recorded = None;
+        if let Some((_, table, trigger)) = AUDITED.iter().find(|(key, ..)| *key == scenario.key) {
+            db.batch_execute(&format!("ALTER TABLE {table} DISABLE TRIGGER {trigger}"))
+                .await?;
+            let f = drive_edge(&http, &s.edge, scenario, s.clients, s.warmup, s.seconds).await;
+            db.batch_execute(&format!("ALTER TABLE {table} ENABLE TRIGGER {trigger}"))
+                .await?;
+            if f.errors > 0 || f.requests == 0 {
+                errors.push(format!(
+                    "{} without auditing: {} errors; first: {}",
+                    scenario.name,
+                    f.errors,
+                    f.first_error.clone().unwrap_or_default()
+                ));
+            }
+            not_recorded = Some(f);
+        }
+        if ACCESS_LOGGED.contains(&scenario.key) {
+            // ALTER SYSTEM runs alone, outside any transaction block.
+            for sql in [
+                "ALTER SYSTEM SET pg_crm.access_log = off",
+                "SELECT pg_reload_conf()",
+            ] {
+                db.batch_execute(sql).await?;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let f = drive_edge(&http, &s.edge, scenario, s.clients, s.warmup, s.seconds).await;
+            for sql in [
+                "ALTER SYSTEM RESET pg_crm.access_log",
+                "SELECT pg_reload_conf()",
+            ] {
+                db.batch_execute(sql).await?;
+            }
+            if f.errors > 0 || f.requests == 0 {
+                errors.push(format!(
+                    "{} without the access log: {} errors; first: {}",
+                    scenario.name,
+                    f.errors,
+                    f.first_error.clone().unwrap_or_default()
+                ));
+            }
+            not_recorded = Some(f);
+        }
         let row = Row {
             scenario: scenario.name.clone(),
             edge,
@@ -973,6 +1038,7 @@ async fn run() -> Result<(), Failure> {
             no_rls_tps: owner,
             bouncer,
             unlimited,
+            not_recorded,
         };
         println!(
             "  {:<58} edge {:>7.0} tps  p95 {:>6.1} ms | pgbench {:>7.0} | no RLS {:>7.0}",
@@ -1064,6 +1130,7 @@ async fn run() -> Result<(), Failure> {
                 "rls_vs_no_rls": ratio(r.pgbench_tps, r.no_rls_tps),
                 "edge_via_pgbouncer": r.bouncer.as_ref().map(|f| json!({ "tps": f.tps, "p50_ms": f.p50_ms, "p95_ms": f.p95_ms, "p99_ms": f.p99_ms })),
                 "edge_rate_limiter_off": r.unlimited.as_ref().map(|f| json!({ "tps": f.tps, "p50_ms": f.p50_ms, "p95_ms": f.p95_ms, "p99_ms": f.p99_ms })),
+                "edge_not_recorded": r.not_recorded.as_ref().map(|f| json!({ "tps": f.tps, "p50_ms": f.p50_ms, "p95_ms": f.p95_ms, "p99_ms": f.p99_ms })),
             })).collect::<Vec<_>>(),
             "small": small_rows.iter().map(|(name, many, few)| json!({
                 "scenario": name,
@@ -1156,6 +1223,31 @@ fn render(
                 .map(|f| format!("{:.2}", ratio(r.edge.tps, f.tps)))
                 .unwrap_or_else(|| "-".into()),
         );
+    }
+    let _ = writeln!(t);
+    let _ = writeln!(
+        t,
+        "Audited writes with the audit triggers disabled, and reads with the access log off (same tenant, same connections)"
+    );
+    let _ = writeln!(t);
+    let _ = writeln!(
+        t,
+        "| scenario | edge tps (recorded) | p95 ms | edge tps (not recorded) | p95 ms | recorded / not |"
+    );
+    let _ = writeln!(t, "|---|---:|---:|---:|---:|---:|");
+    for r in big {
+        if let Some(f) = &r.not_recorded {
+            let _ = writeln!(
+                t,
+                "| {} | {:.0} | {:.1} | {:.0} | {:.1} | {:.2} |",
+                r.scenario,
+                r.edge.tps,
+                r.edge.p95_ms,
+                f.tps,
+                f.p95_ms,
+                ratio(r.edge.tps, f.tps)
+            );
+        }
     }
     let _ = writeln!(t);
     let _ = writeln!(

@@ -18,6 +18,20 @@ pub fn session(claims: &Value) -> Option<String> {
     is_uuid(id).then(|| id.to_ascii_lowercase())
 }
 
+/// The 16 bytes of a uuid's text (any case, with or without hyphens), or None.
+pub fn uuid_bytes(s: &str) -> Option<[u8; 16]> {
+    let hex: Vec<u8> = s.bytes().filter(|b| *b != b'-').collect();
+    if hex.len() != 32 || !hex.iter().all(u8::is_ascii_hexdigit) {
+        return None;
+    }
+    let mut out = [0u8; 16];
+    for (i, pair) in hex.chunks(2).enumerate() {
+        let digit = |c: u8| (c as char).to_digit(16).unwrap_or(0) as u8;
+        out[i] = (digit(pair[0]) << 4) | digit(pair[1]);
+    }
+    Some(out)
+}
+
 /// Canonical 8-4-4-4-12 hexadecimal form (what PostgreSQL's uuid input also accepts).
 pub fn is_uuid(s: &str) -> bool {
     let b = s.as_bytes();

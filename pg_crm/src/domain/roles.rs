@@ -36,10 +36,12 @@ pub enum Action {
     ExportData,
     /// `fields.manage`: define and delete custom fields.
     ManageFields,
+    /// `workspace.delete`: ask for the workspace's deletion, or cancel it.
+    DeleteWorkspace,
 }
 
 impl Action {
-    pub const ALL: [Action; 9] = [
+    pub const ALL: [Action; 10] = [
         Action::ViewWorkspace,
         Action::UpdateWorkspace,
         Action::InviteUsers,
@@ -49,6 +51,7 @@ impl Action {
         Action::ReadAudit,
         Action::ExportData,
         Action::ManageFields,
+        Action::DeleteWorkspace,
     ];
 
     /// The permission's key in `core.permissions`.
@@ -63,6 +66,7 @@ impl Action {
             Action::ReadAudit => "audit.read",
             Action::ExportData => "data.export",
             Action::ManageFields => "fields.manage",
+            Action::DeleteWorkspace => "workspace.delete",
         }
     }
 }
