@@ -167,7 +167,13 @@ GRANT EXECUTE ON FUNCTION
     api.get_workspace_settings(),
     api.update_workspace_settings(jsonb),
     api.request_workspace_deletion(text),
-    api.cancel_workspace_deletion()
+    api.cancel_workspace_deletion(),
+    -- data in and out
+    crm_private.export_begin(text, text),
+    crm_private.contact_export(uuid),
+    crm_private.contact_erase(uuid, text),
+    api.export_contact(uuid),
+    api.erase_contact(uuid, text)
 TO authenticated;
 GRANT SELECT ON core.audit_log, core.security_events, core.access_events TO authenticated;
 GRANT UPDATE (retention_policy, access_log, audit_retention_months, deletion_grace_days) ON core.tenants TO authenticated;

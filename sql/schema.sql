@@ -199,6 +199,8 @@ INSERT INTO core.permissions (key, description, builtin) VALUES
     ('records.read_all', 'See every contact and deal of the workspace, not only one''s own', true),
     ('audit.read', 'Read the audit log', true),
     ('data.export', 'Export the workspace''s data', true),
+    ('data.import', 'Import contacts and organizations from CSV', true),
+    ('data.erase', 'Erase a person''s personal data (GDPR)', true),
     ('fields.manage', 'Define and delete custom fields', true),
     ('workspace.delete', 'Ask for the workspace''s deletion, or cancel it', true);
 INSERT INTO core.role_permissions (role, permission, builtin)
@@ -207,6 +209,7 @@ SELECT r, p, true
         ('admin', 'workspace.read'), ('admin', 'workspace.update'), ('admin', 'users.invite'),
         ('admin', 'users.manage'), ('admin', 'deals.assign'), ('admin', 'records.read_all'),
         ('admin', 'audit.read'), ('admin', 'data.export'), ('admin', 'fields.manage'), ('admin', 'workspace.delete'),
+        ('admin', 'data.import'), ('admin', 'data.erase'),
         ('manager', 'workspace.read'), ('manager', 'users.invite'), ('manager', 'deals.assign'),
         ('manager', 'records.read_all'),
         ('rep', 'workspace.read')) AS v(r, p);

@@ -37,6 +37,7 @@ static PENDING_DELETION_TENANT: GucSetting<Option<CString>> =
 static REQUEST_ID: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 static CLIENT_IP: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 static AUDIT_MAINTENANCE: GucSetting<bool> = GucSetting::<bool>::new(false);
+static ERASING: GucSetting<bool> = GucSetting::<bool>::new(false);
 /// `pg_crm.gate_set_local`: whether the gate also sets the context with SET LOCAL
 /// statements (what Citus propagates to its workers), at about 0.1 ms per request.
 static SET_LOCAL: GucSetting<bool> = GucSetting::<bool>::new(false);
@@ -96,6 +97,14 @@ pub(crate) fn register_settings() {
         c"Set by pg_crm's own partition upkeep and retention job while they remove audit rows.",
         c"The audit log refuses DELETE otherwise, even for its owner.",
         &AUDIT_MAINTENANCE,
+        GucContext::Suset,
+        GucFlags::DISALLOW_IN_FILE | GucFlags::DISALLOW_IN_AUTO_FILE,
+    );
+    GucRegistry::define_bool_guc(
+        c"pg_crm.erasing",
+        c"Set by api.erase_contact while it erases a person's data.",
+        c"Activities refuse changes to their text and custom field values are checked otherwise.",
+        &ERASING,
         GucContext::Suset,
         GucFlags::DISALLOW_IN_FILE | GucFlags::DISALLOW_IN_AUTO_FILE,
     );

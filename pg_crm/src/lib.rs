@@ -123,6 +123,11 @@ extension_sql_file!(
     name = "lifecycle",
     requires = ["events", archive::archive_directory]
 );
+extension_sql_file!(
+    "../../sql/data.sql",
+    name = "data",
+    requires = ["lifecycle"]
+);
 extension_sql_file!("../../sql/grants.sql", name = "grants", finalize);
 
 #[pg_guard]

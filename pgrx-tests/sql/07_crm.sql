@@ -97,7 +97,9 @@ INSERT INTO cases VALUES
     ('api.get_workspace_settings()', $$SELECT api.get_workspace_settings()$$),
     ('api.update_workspace_settings(jsonb)', $$SELECT api.update_workspace_settings('{"access_log": false}')$$),
     ('api.request_workspace_deletion(text)', $$SELECT api.request_workspace_deletion(tests.nonce())$$),
-    ('api.cancel_workspace_deletion()', $$SELECT api.cancel_workspace_deletion()$$);
+    ('api.cancel_workspace_deletion()', $$SELECT api.cancel_workspace_deletion()$$),
+    ('api.export_contact(uuid)', $$SELECT api.export_contact(tests.rec('peter'))$$),
+    ('api.erase_contact(uuid,text)', $$SELECT api.erase_contact(tests.rec('peter'), tests.nonce())$$);
 SELECT p.oid::regprocedure AS api_function_without_cases FROM pg_proc p
 WHERE p.pronamespace = 'api'::regnamespace AND p.oid::regprocedure::text NOT IN (SELECT fn FROM cases) ORDER BY 1;
 SELECT fn AS case_without_function FROM cases
