@@ -207,6 +207,7 @@ impl Catalog {
             }
             paths.insert(format!("/rpc/{name}"), Value::Object(item));
         }
+        paths.insert("/export".to_owned(), export_path());
         json!({
             "openapi": "3.0.3",
             "info": {
@@ -233,6 +234,31 @@ impl Catalog {
             },
         })
     }
+}
+
+/// `GET /rest/v1/export` (see `crate::export`), beside the RPC calls.
+fn export_path() -> Value {
+    let mut responses = responses(json!({}));
+    responses["200"] = json!({
+        "description": "The workspace's data, streamed: NDJSON (one {entity, data} line per row between an `export` line and an `export_end` line with the row counts) or a zip of one CSV file per entity (RFC 4180, UTF-8 with BOM, custom fields as custom.<key> columns, cells that a spreadsheet would run as formulas prefixed with ') and a manifest.json with the row counts",
+        "content": {
+            "application/x-ndjson": {"schema": {"type": "string"}},
+            "application/zip": {"schema": {"type": "string", "format": "binary"}},
+        },
+    });
+    json!({"get": {
+        "operationId": "export",
+        "tags": ["data"],
+        "summary": "Export the whole workspace (admins; needs a reauthentication nonce)",
+        "description": "Organizations, contacts, deals, stage history, reassignments, activities, custom field definitions, pipeline stages, invitations, the audit log, security and access events, and members, as row-level security shows them to the caller, from one snapshot. Needs the data.export permission (admins) and a fresh nonce from POST /auth/v1/reauthenticate (403 otherwise). Audited (data.exported) and recorded in the access log.",
+        "parameters": [
+            {"name": "format", "in": "query", "required": false,
+             "schema": {"type": "string", "enum": ["json", "csv"], "default": "json"}},
+            {"name": "nonce", "in": "query", "required": true, "schema": {"type": "string"},
+             "description": "The one-time code POST /auth/v1/reauthenticate emailed"},
+        ],
+        "responses": responses,
+    }})
 }
 
 fn responses(result: Value) -> Value {

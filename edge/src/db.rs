@@ -59,6 +59,8 @@ const TRANSACTION_MARGIN: Duration = Duration::from_secs(5);
 /// TCP settings for pooled connections, unless the connection string has its own.
 const KEEPALIVE_IDLE: Duration = Duration::from_secs(30);
 const TCP_USER_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long each query of a workspace export may take (it streams at the client's pace).
+pub const EXPORT_STATEMENT_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 
 tokio::task_local! {
     /// The current HTTP request's id and client address, which each of its transactions
@@ -251,6 +253,79 @@ impl Database {
                 Ok(value) => return request.finish(Ok(value), true).await,
             }
         }
+    }
+
+    /// The workspace export's first step, in its own committed transaction (so the export
+    /// is on record whatever happens to the download): `crm_private.export_begin` checks
+    /// the permission and the nonce and answers with the plan. The connection and the
+    /// tenant's turn stay with the returned [`ExportConnection`], which streams the plan's
+    /// queries in a second, read-only snapshot transaction.
+    pub async fn begin_export(
+        &self,
+        who: &Verified,
+        format: &str,
+        nonce: Option<&str>,
+    ) -> Result<(Value, ExportConnection), Error> {
+        let turn = self.fairness.acquire(who.tenant_id).await?;
+        let meta = REQUEST_META
+            .try_with(RequestMeta::set_local_sql)
+            .unwrap_or_default();
+        let opening = format!("{}{meta}", self.begin_sql);
+        let call = Call {
+            sql: "SELECT to_jsonb(crm_private.export_begin(_a.format, _a.nonce)) \
+                  FROM jsonb_to_record($1::jsonb) AS _a(format text, nonce text)"
+                .to_owned(),
+            takes_args: true,
+            returns_void: false,
+            volatility: crate::catalog::Volatility::Volatile,
+            probes: Vec::new(),
+        };
+        let args = serde_json::json!({"format": format, "nonce": nonce});
+        let work = Work::Rpc {
+            who,
+            call: &call,
+            args: &args,
+        };
+        let client = self.pool.get().await?;
+        let request = InFlight::new(client, self.tls.clone(), Some(turn));
+        let outcome = match tokio::time::timeout(
+            self.transaction_limit,
+            pipeline(request.client(), &opening, &work),
+        )
+        .await
+        {
+            Ok(outcome) => outcome,
+            Err(_) => {
+                return Err(Error::Unavailable(
+                    "the database did not answer within the statement timeout".to_owned(),
+                ))
+            }
+        };
+        let plan = match outcome {
+            Ok(plan) => plan,
+            Err(failure) => {
+                // finish() hands the error back after cleaning up.
+                let error = match request.finish(Err(failure.error), failure.ended).await {
+                    Err(error) => error,
+                    Ok(_) => Error::Internal("export_begin failed".to_owned()),
+                };
+                return Err(error);
+            }
+        };
+        let snapshot = format!(
+            "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET LOCAL ROLE authenticated; \
+             SET LOCAL statement_timeout = {}{meta}",
+            EXPORT_STATEMENT_TIMEOUT.as_millis()
+        );
+        Ok((
+            plan,
+            ExportConnection {
+                request,
+                snapshot,
+                claims: who.claims.clone(),
+                tenant_id: who.tenant_id,
+            },
+        ))
     }
 
     /// Runs one statement as `crm_auth` in its own short transaction (the email sender's
@@ -619,6 +694,52 @@ impl Drop for InFlight {
                 runtime.spawn(abandon(client, cancel, tls, turn));
             }
             Err(_) => discard(client),
+        }
+    }
+}
+
+/// A workspace export's connection, between [`Database::begin_export`] and the end of the
+/// download. Dropped before [`ExportConnection::finish`] (the client went away, or a
+/// query failed), it cancels what runs, rolls back and closes, as an abandoned request does.
+pub struct ExportConnection {
+    request: InFlight,
+    /// BEGIN (repeatable read, read only), the role switch, the export's statement timeout.
+    snapshot: String,
+    claims: Value,
+    tenant_id: Option<Uuid>,
+}
+
+impl ExportConnection {
+    /// Opens the snapshot transaction in the request's tenant context (the gate again).
+    pub async fn open_snapshot(&self) -> Result<(), Error> {
+        let client = self.request.client();
+        client.batch_execute(&self.snapshot).await?;
+        let context: [(&(dyn ToSql + Sync), Type); 2] =
+            [(&self.claims, Type::JSONB), (&self.tenant_id, Type::UUID)];
+        client
+            .execute_typed(BEGIN_REQUEST_SQL, &context)
+            .await
+            .map_err(setup)?;
+        Ok(())
+    }
+
+    /// The rows of one of the plan's queries, as they arrive: the connection reads from the
+    /// server only as fast as they are taken, so nothing piles up here.
+    pub async fn rows(&self, sql: &str) -> Result<tokio_postgres::RowStream, Error> {
+        let none: [(&(dyn ToSql + Sync), Type); 0] = [];
+        Ok(self.request.client().query_typed_raw(sql, none).await?)
+    }
+
+    /// Commits the snapshot and returns the connection to the pool.
+    pub async fn finish(self) -> Result<(), Error> {
+        let committed = self.request.client().batch_execute("COMMIT").await;
+        match committed {
+            Ok(()) => self.request.finish(Ok(Value::Null), true).await.map(|_| ()),
+            Err(e) => self
+                .request
+                .finish(Err(Error::from(e)), false)
+                .await
+                .map(|_| ()),
         }
     }
 }

@@ -44,6 +44,8 @@ const ALLOW_READ: &str = "GET, HEAD, OPTIONS";
 /// `Allow` of an RPC that changes data, and of one that only reads.
 const ALLOW_RPC_VOLATILE: &str = "OPTIONS, POST";
 const ALLOW_RPC_READ: &str = "GET, HEAD, OPTIONS, POST";
+/// `Allow` of `/rest/v1/export` (no HEAD: an export consumes its nonce).
+const ALLOW_EXPORT: &str = "GET, OPTIONS";
 
 pub struct AppState {
     pub verifier: Verifier,
@@ -211,6 +213,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/rest/v1", any(openapi))
         .route("/rest/v1/", any(openapi))
         .route("/rest/v1/rpc/{function}", any(rpc_call))
+        .route("/rest/v1/export", any(export))
         .route("/auth/v1/{*rest}", any(crate::auth::handle))
         .fallback(|| async { Error::NoRoute })
         .layer(axum::middleware::from_fn_with_state(
@@ -419,6 +422,48 @@ async fn rpc_call(
         let call = rpc::build_call(&f, &args.keys().cloned().collect());
         let value = state.db.run_call(read_only, &who, &call, &args).await?;
         Ok(Json(value).into_response())
+    }
+    .await;
+    let mut response = result.unwrap_or_else(IntoResponse::into_response);
+    if let Some(decision) = rate {
+        decision.apply(response.headers_mut());
+    }
+    response.extensions_mut().insert(info);
+    response
+}
+
+/// `GET /rest/v1/export` ([`crate::export`]): authenticated and rate-limited as an RPC call.
+async fn export(
+    State(state): State<Arc<AppState>>,
+    method: Method,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Response {
+    let mut info = RequestInfo {
+        function: Some("export".to_owned()),
+        tenant_id: None,
+    };
+    let mut rate = None;
+    let result = async {
+        match method {
+            Method::GET => {}
+            Method::OPTIONS => return Ok(options(ALLOW_EXPORT)),
+            _ => return Err(method_not_allowed(&method, "the export", ALLOW_EXPORT)),
+        }
+        let who = authenticate(&state.verifier, &headers).await?;
+        info.tenant_id = who.tenant_id;
+        rate = state
+            .rate_limiter
+            .check(&format!("user:{}", who.user_id), who.tenant_id);
+        if let Some(decision) = rate.filter(|d| !d.allowed) {
+            return Err(Error::RateLimited {
+                limit: decision.limit,
+            });
+        }
+        let Query(pairs) = Query::<Vec<(String, String)>>::try_from_uri(&uri)
+            .map_err(|_| Error::BadRequest("Malformed query string".to_owned()))?;
+        let params = crate::export::Params::from_query(pairs)?;
+        crate::export::respond(&state.db, &who, params).await
     }
     .await;
     let mut response = result.unwrap_or_else(IntoResponse::into_response);

@@ -20,8 +20,10 @@
 pub mod auth;
 pub mod catalog;
 pub mod config;
+pub mod csv;
 pub mod db;
 pub mod error;
+pub mod export;
 pub mod fairness;
 pub mod http;
 pub mod jwt;
@@ -30,6 +32,7 @@ pub mod pgtls;
 pub mod ratelimit;
 pub mod rpc;
 pub mod server;
+pub mod zip;
 
 use std::future::Future;
 use std::sync::Arc;
