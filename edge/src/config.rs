@@ -31,6 +31,7 @@ use crate::pgtls::DbTarget;
 /// | `AURA_HTTP_BODY_TIMEOUT` | time to receive a request body, and to send a response | `30s` |
 /// | `AURA_HTTP_KEEPALIVE_TIMEOUT` | how long an idle keep-alive connection is kept | `75s` |
 /// | `AURA_HTTP_MAX_BODY_BYTES` | largest request body (413 above) | `1048576` |
+/// | `AURA_IMPORT_MAX_BYTES` | largest CSV file a `/rest/v1/import` request may upload (413 above); it streams, so this bounds the time, not the memory | `268435456` |
 /// | `AURA_HTTP_MAX_HEADER_BYTES` | largest request head (431 above) | `16384` |
 /// | `AURA_JWT_SECRET` | HS256 shared secret, at least 32 bytes | unset |
 /// | `AURA_JWT_JWKS` | JWKS (ES256/RS256 public keys with `kid`): inline JSON, `@/path/to/file` or an `https://` URL | unset |
@@ -114,6 +115,8 @@ pub struct HttpLimits {
     pub keep_alive_timeout: Duration,
     pub max_body_bytes: usize,
     pub max_header_bytes: usize,
+    /// The largest file an import may upload (streamed, never held whole).
+    pub max_import_bytes: usize,
 }
 
 impl Default for HttpLimits {
@@ -125,6 +128,7 @@ impl Default for HttpLimits {
             keep_alive_timeout: Duration::from_secs(75),
             max_body_bytes: 1 << 20,
             max_header_bytes: 16 << 10,
+            max_import_bytes: 256 << 20,
         }
     }
 }
@@ -307,6 +311,11 @@ impl Config {
                 "AURA_HTTP_MAX_HEADER_BYTES",
                 d.max_header_bytes,
                 1024..=1 << 20,
+            )?,
+            max_import_bytes: count(
+                "AURA_IMPORT_MAX_BYTES",
+                d.max_import_bytes,
+                1..=1 << 40,
             )?,
         };
 

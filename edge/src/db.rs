@@ -61,6 +61,15 @@ const KEEPALIVE_IDLE: Duration = Duration::from_secs(30);
 const TCP_USER_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long each query of a workspace export may take (it streams at the client's pace).
 pub const EXPORT_STATEMENT_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+/// How long each statement of an import may take (its COPY takes the rows at the client's
+/// pace; checking and writing 100,000 rows takes seconds).
+pub const IMPORT_STATEMENT_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+/// Where an import's rows go (created by `crm_private.import_begin`).
+const IMPORT_COPY_SQL: &str = "COPY pg_temp.import_rows (line, cells) FROM STDIN (FORMAT binary)";
+const IMPORT_BEGIN_SQL: &str =
+    "SELECT crm_private.import_begin($1::text, $2::text[], $3::jsonb)";
+const IMPORT_RUN_SQL: &str =
+    "SELECT crm_private.import_run($1::text, $2::text[], $3::jsonb, $4::jsonb)";
 
 tokio::task_local! {
     /// The current HTTP request's id and client address, which each of its transactions
@@ -326,6 +335,58 @@ impl Database {
                 tenant_id: who.tenant_id,
             },
         ))
+    }
+
+    /// A CSV import's first step: in one transaction in the caller's tenant context (the
+    /// gate), `crm_private.import_begin` checks the permission and the file's columns and
+    /// creates the staging table. The connection, its open transaction and the tenant's turn
+    /// stay with the returned [`ImportConnection`], which takes the rows (COPY), checks and
+    /// writes them, and commits or rolls back.
+    pub async fn begin_import(
+        &self,
+        who: &Verified,
+        entity: &str,
+        header: &[String],
+        mapping: &Value,
+    ) -> Result<(Value, ImportConnection), Error> {
+        let turn = self.fairness.acquire(who.tenant_id).await?;
+        let meta = REQUEST_META
+            .try_with(RequestMeta::set_local_sql)
+            .unwrap_or_default();
+        let opening = format!(
+            "BEGIN; SET LOCAL ROLE authenticated; SET LOCAL statement_timeout = {}{meta}",
+            IMPORT_STATEMENT_TIMEOUT.as_millis()
+        );
+        let client = self.pool.get().await?;
+        let request = InFlight::new(client, self.tls.clone(), Some(turn));
+        let begun = async {
+            let client = request.client();
+            client.batch_execute(&opening).await?;
+            let context: [(&(dyn ToSql + Sync), Type); 2] =
+                [(&who.claims, Type::JSONB), (&who.tenant_id, Type::UUID)];
+            client
+                .execute_typed(BEGIN_REQUEST_SQL, &context)
+                .await
+                .map_err(setup)?;
+            let header: Vec<&str> = header.iter().map(String::as_str).collect();
+            let params: [(&(dyn ToSql + Sync), Type); 3] = [
+                (&entity, Type::TEXT),
+                (&header, Type::TEXT_ARRAY),
+                (mapping, Type::JSONB),
+            ];
+            Ok::<_, Error>(json_of(client.query_typed_one(IMPORT_BEGIN_SQL, &params).await)?)
+        };
+        match tokio::time::timeout(self.transaction_limit, begun).await {
+            Ok(Ok(plan)) => Ok((plan, ImportConnection { request })),
+            Ok(Err(e)) => Err(request
+                .finish(Err(e), false)
+                .await
+                .err()
+                .unwrap_or_else(|| Error::Internal("import_begin failed".to_owned()))),
+            Err(_) => Err(Error::Unavailable(
+                "the database did not answer within the statement timeout".to_owned(),
+            )),
+        }
     }
 
     /// Runs one statement as `crm_auth` in its own short transaction (the email sender's
@@ -741,6 +802,78 @@ impl ExportConnection {
                 .await
                 .map(|_| ()),
         }
+    }
+}
+
+/// A CSV import's connection, inside its transaction, between [`Database::begin_import`]
+/// and its commit or rollback. Dropped before either (the client went away), it cancels
+/// what runs, rolls back and closes, as an abandoned request does.
+pub struct ImportConnection {
+    request: InFlight,
+}
+
+/// Takes an import's rows: `(line, cells)`.
+pub type ImportRows = std::pin::Pin<Box<tokio_postgres::binary_copy::BinaryCopyInWriter>>;
+
+impl ImportConnection {
+    /// Starts the COPY into the staging table. The prepared statement it needs is closed
+    /// when the writer is dropped, before anything else is sent (so transaction-mode
+    /// PgBouncer never sees it outlive the transaction).
+    pub async fn copy(&self) -> Result<ImportRows, Error> {
+        let sink = self.request.client().copy_in(IMPORT_COPY_SQL).await?;
+        Ok(Box::pin(
+            tokio_postgres::binary_copy::BinaryCopyInWriter::new(
+                sink,
+                &[Type::INT8, Type::TEXT_ARRAY],
+            ),
+        ))
+    }
+
+    /// Checks and writes the staged rows (`crm_private.import_run`): the report.
+    pub async fn run(
+        &self,
+        entity: &str,
+        header: &[String],
+        mapping: &Value,
+        options: &Value,
+    ) -> Result<Value, Error> {
+        let header: Vec<&str> = header.iter().map(String::as_str).collect();
+        let params: [(&(dyn ToSql + Sync), Type); 4] = [
+            (&entity, Type::TEXT),
+            (&header, Type::TEXT_ARRAY),
+            (mapping, Type::JSONB),
+            (options, Type::JSONB),
+        ];
+        Ok(json_of(
+            self.request
+                .client()
+                .query_typed_one(IMPORT_RUN_SQL, &params)
+                .await,
+        )?)
+    }
+
+    /// Commits, and returns the connection to the pool.
+    pub async fn commit(self) -> Result<(), Error> {
+        match self.request.client().batch_execute("COMMIT").await {
+            Ok(()) => self.request.finish(Ok(Value::Null), true).await.map(|_| ()),
+            Err(e) => self
+                .request
+                .finish(Err(Error::from(e)), true)
+                .await
+                .map(|_| ()),
+        }
+    }
+
+    /// Rolls back (nothing of the import stays), and returns the connection to the pool
+    /// (or closes it, if even the rollback failed).
+    pub async fn rollback(self) {
+        let _ = self.fail(Error::Internal("rolled back".to_owned())).await;
+    }
+
+    /// Ends the transaction after `error` (rolled back, or the connection closed) and hands
+    /// the error back.
+    pub async fn fail(self, error: Error) -> Option<Error> {
+        self.request.finish(Err(error), false).await.err()
     }
 }
 

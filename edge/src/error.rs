@@ -54,6 +54,18 @@ pub enum Error {
     HeadersTooLarge { limit: usize },
     /// The request body did not arrive in time (408, `57014`).
     BodyTimeout,
+    /// The body is not of a media type the route reads (415, `PGRST107`).
+    UnsupportedMediaType(String),
+    /// An uploaded file cannot be read (400): `code` 22P04 (bad CSV), 22021 (not UTF-8) or
+    /// 54000 (a record over the limit); the message names the line.
+    BadFile {
+        code: &'static str,
+        line: u64,
+        message: String,
+    },
+    /// An all-or-nothing import found rows with errors and wrote nothing (400, `22023`);
+    /// the body carries the import's report beside the usual fields.
+    ImportRejected(serde_json::Value),
     /// The tenant already holds its share of the database connections and its queue is full
     /// or did not move in time (429, `53300`, `Retry-After`).
     TenantBusy,
@@ -140,6 +152,12 @@ impl std::fmt::Display for Error {
                 )
             }
             Error::BodyTimeout => f.write_str("The request body did not arrive in time"),
+            Error::UnsupportedMediaType(m) | Error::BadFile { message: m, .. } => f.write_str(m),
+            Error::ImportRejected(report) => write!(
+                f,
+                "{} of {} rows have errors: nothing was imported",
+                report["failed"], report["rows"]
+            ),
             Error::TenantBusy => f.write_str(
                 "Too many requests of this workspace are running at once; retry shortly",
             ),
@@ -282,6 +300,9 @@ impl Error {
             Error::PayloadTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "54000"),
             Error::HeadersTooLarge { .. } => (StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "54000"),
             Error::BodyTimeout => (StatusCode::REQUEST_TIMEOUT, "57014"),
+            Error::UnsupportedMediaType(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "PGRST107"),
+            Error::BadFile { code, .. } => (StatusCode::BAD_REQUEST, *code),
+            Error::ImportRejected(_) => (StatusCode::BAD_REQUEST, "22023"),
             Error::TenantBusy => (StatusCode::TOO_MANY_REQUESTS, "53300"),
             Error::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "53400"),
             Error::Db(e) => return (status_for_sqlstate(&e.code), e.code.clone()),
@@ -317,6 +338,15 @@ impl IntoResponse for Error {
                             .to_owned(),
                     ),
                 ),
+                Error::BadFile { line, .. } => (self.to_string(), Some(format!("line: {line}")), None),
+                Error::ImportRejected(_) => (
+                    self.to_string(),
+                    None,
+                    Some(
+                        "The report lists each row's error: fix them, or import with mode=skip_bad_rows"
+                            .to_owned(),
+                    ),
+                ),
                 Error::TenantBusy => (
                     self.to_string(),
                     None,
@@ -329,12 +359,15 @@ impl IntoResponse for Error {
             }
         };
         let capped = |s: Option<String>| s.map(|s| cut(&s, MAX_FIELD_CHARS));
-        let body = json!({
+        let mut body = json!({
             "code": code,
             "message": cut(&message, MAX_FIELD_CHARS),
             "details": capped(details),
             "hint": capped(hint),
         });
+        if let Error::ImportRejected(report) = &self {
+            body["report"] = report.clone();
+        }
         let mut response = (status, axum::Json(body)).into_response();
         let headers = response.headers_mut();
         match &self {

@@ -46,6 +46,8 @@ const ALLOW_RPC_VOLATILE: &str = "OPTIONS, POST";
 const ALLOW_RPC_READ: &str = "GET, HEAD, OPTIONS, POST";
 /// `Allow` of `/rest/v1/export` (no HEAD: an export consumes its nonce).
 const ALLOW_EXPORT: &str = "GET, OPTIONS";
+/// `Allow` of `/rest/v1/import/{entity}`.
+const ALLOW_IMPORT: &str = "OPTIONS, POST";
 
 pub struct AppState {
     pub verifier: Verifier,
@@ -214,6 +216,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/rest/v1/", any(openapi))
         .route("/rest/v1/rpc/{function}", any(rpc_call))
         .route("/rest/v1/export", any(export))
+        .route("/rest/v1/import/{entity}", any(import))
         .route("/auth/v1/{*rest}", any(crate::auth::handle))
         .fallback(|| async { Error::NoRoute })
         .layer(axum::middleware::from_fn_with_state(
@@ -464,6 +467,65 @@ async fn export(
             .map_err(|_| Error::BadRequest("Malformed query string".to_owned()))?;
         let params = crate::export::Params::from_query(pairs)?;
         crate::export::respond(&state.db, &who, params).await
+    }
+    .await;
+    let mut response = result.unwrap_or_else(IntoResponse::into_response);
+    if let Some(decision) = rate {
+        decision.apply(response.headers_mut());
+    }
+    response.extensions_mut().insert(info);
+    response
+}
+
+/// `POST /rest/v1/import/{contacts|organizations}` ([`crate::import`]): authenticated and
+/// rate-limited as an RPC call; the body streams into the database.
+async fn import(
+    State(state): State<Arc<AppState>>,
+    method: Method,
+    entity: Result<Path<String>, axum::extract::rejection::PathRejection>,
+    headers: HeaderMap,
+    uri: Uri,
+    connection: Option<Extension<Connection>>,
+    body: Body,
+) -> Response {
+    let mut info = RequestInfo {
+        function: Some("import".to_owned()),
+        tenant_id: None,
+    };
+    let mut rate = None;
+    let result = async {
+        let Path(name) = entity.map_err(|_| Error::NoRoute)?;
+        let entity = crate::import::entity(&name).ok_or(Error::NoRoute)?;
+        match method {
+            Method::POST => {}
+            Method::OPTIONS => return Ok(options(ALLOW_IMPORT)),
+            _ => return Err(method_not_allowed(&method, "an import", ALLOW_IMPORT)),
+        }
+        let who = authenticate(&state.verifier, &headers).await?;
+        info.tenant_id = who.tenant_id;
+        rate = state
+            .rate_limiter
+            .check(&format!("user:{}", who.user_id), who.tenant_id);
+        if let Some(decision) = rate.filter(|d| !d.allowed) {
+            return Err(Error::RateLimited {
+                limit: decision.limit,
+            });
+        }
+        let Query(pairs) = Query::<Vec<(String, String)>>::try_from_uri(&uri)
+            .map_err(|_| Error::BadRequest("Malformed query string".to_owned()))?;
+        let params = crate::import::Params::from_query(pairs)?;
+        let connection = connection.as_ref().map(|Extension(c)| c);
+        crate::import::respond(
+            &state.db,
+            &who,
+            entity,
+            params,
+            &headers,
+            body,
+            &state.limits,
+            connection,
+        )
+        .await
     }
     .await;
     let mut response = result.unwrap_or_else(IntoResponse::into_response);

@@ -26,6 +26,7 @@ pub mod error;
 pub mod export;
 pub mod fairness;
 pub mod http;
+pub mod import;
 pub mod jwt;
 pub mod mail;
 pub mod pgtls;

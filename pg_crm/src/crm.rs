@@ -2,7 +2,7 @@
 //! triggers and `api` functions of `sql/crm.sql` call. None of them reads a table (no SPI):
 //! the SQL side passes what the rule needs, so each is IMMUTABLE and costs a function call.
 
-use crate::domain::{currency, duplicates, fields, pipeline};
+use crate::domain::{currency, duplicates, fields, import, pipeline};
 use crate::error::{CrmError, OrRaise};
 use pgrx::prelude::*;
 use pgrx::JsonB;
@@ -238,4 +238,69 @@ fn organization_duplicate(
         website_domain: other_website_domain,
     };
     found(duplicates::score_company(&a, &b))
+}
+
+/// An import file's columns (domain::import::targets): a JSON array with, per column, the
+/// field it feeds (`first_name`, `id`, `deleted_at`, `custom.<key>`, `custom_fields`) or
+/// null; or 22023 naming the column or mapping key. `kind`: contacts or organizations.
+#[pg_extern(immutable, parallel_safe, requires = ["schema"])]
+fn import_targets(kind: &str, header: Vec<Option<String>>, mapping: Option<JsonB>) -> JsonB {
+    let kind = import_kind(kind);
+    let header: Vec<String> = header.into_iter().map(Option::unwrap_or_default).collect();
+    let mapping = match mapping.map(|m| m.0) {
+        None | Some(Value::Null) => serde_json::Map::new(),
+        Some(Value::Object(m)) => m,
+        Some(_) => CrmError::invalid("mapping", "must be a JSON object of column: field").raise(),
+    };
+    let targets = import::targets(kind, &header, &mapping).or_raise();
+    JsonB(Value::Array(
+        targets
+            .iter()
+            .map(|t| t.name().map_or(Value::Null, Value::String))
+            .collect(),
+    ))
+}
+
+/// One import row (domain::import::row), never an error: `{id, deleted, record, missing}`,
+/// or `{id, error: {field, message}}` for the first rule the row breaks (`id` if the row
+/// gives a valid one). `targets` is what
+/// import_targets returned, `definitions` the tenant's custom fields for the entity.
+#[pg_extern(immutable, strict, parallel_safe, requires = ["schema"])]
+fn import_row(
+    kind: &str,
+    targets: JsonB,
+    definitions: JsonB,
+    cells: Vec<Option<String>>,
+) -> JsonB {
+    let kind = import_kind(kind);
+    let targets: Vec<import::Target> = match &targets.0 {
+        Value::Array(names) => names
+            .iter()
+            .map(|n| import::Target::from_name(kind, n.as_str()))
+            .collect(),
+        _ => CrmError::invalid("targets", "must be a JSON array").raise(),
+    };
+    let definitions = fields::definitions_from_json(&definitions.0).or_raise();
+    JsonB(match import::row(kind, &targets, &definitions, &cells) {
+        Ok(row) => json!({
+            "id": row.id,
+            "deleted": row.deleted,
+            "record": row.record,
+            "missing": row.missing,
+        }),
+        Err(CrmError::InvalidInput { field, message }) => json!({
+            "id": import::row_id(&targets, &cells),
+            "error": {"field": field, "message": message},
+        }),
+        Err(other) => json!({
+            "id": import::row_id(&targets, &cells),
+            "error": {"field": "row", "message": other.to_string()},
+        }),
+    })
+}
+
+fn import_kind(kind: &str) -> import::Kind {
+    import::Kind::parse(kind)
+        .ok_or_else(|| CrmError::invalid("entity", "must be contacts or organizations"))
+        .or_raise()
 }

@@ -128,6 +128,11 @@ extension_sql_file!(
     name = "data",
     requires = ["lifecycle"]
 );
+extension_sql_file!(
+    "../../sql/import.sql",
+    name = "import",
+    requires = ["data", crm::import_targets, crm::import_row]
+);
 extension_sql_file!("../../sql/grants.sql", name = "grants", finalize);
 
 #[pg_guard]

@@ -161,7 +161,7 @@ DECLARE
                     WHERE a.attrelid = tbl AND x.grantee = 'authenticated'::regrole AND x.privilege_type = 'UPDATE');
     v_cols text := (SELECT string_agg(quote_ident(a.attname), ', ' ORDER BY a.attnum) FROM pg_attribute a, aclexplode(a.attacl) x
                      WHERE a.attrelid = tbl AND x.grantee = 'authenticated'::regrole AND x.privilege_type = 'INSERT'
-                       AND a.attname NOT IN ('email', 'key'));
+                       AND a.attname NOT IN ('email', 'key', 'id'));
     n bigint;
 BEGIN
     PERFORM tests.login(email, slug);

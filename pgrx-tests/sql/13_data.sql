@@ -64,7 +64,8 @@ SELECT tests.try($$SELECT api.export_contact((SELECT zora FROM ids))$$) AS other
 RESET ROLE;
 
 SELECT tests.login('ann@acme.test', 'acme');
-SELECT api.erase_contact((SELECT zora FROM ids), tests.nonce()) AS erased;
+SELECT x - 'contact_id' AS erased, x ->> 'contact_id' = (SELECT zora FROM ids)::text AS for_her
+  FROM api.erase_contact((SELECT zora FROM ids), tests.nonce()) x;
 RESET ROLE;
 
 -- Nothing of hers is left in any tenant table (the catalog's list, so a table added later is

@@ -287,6 +287,44 @@ pub fn validate(
     Ok(out)
 }
 
+/// What an import row gives (see [`crate::domain::import`]): each value checked as
+/// [`validate`] checks it, but whether the row creates a record or updates one is decided
+/// later, by the database (it depends on what exists). So nothing is refused for being
+/// create-only, and the required fields that are absent are returned instead of refused.
+pub fn validate_import(
+    entity: Entity,
+    given: &Map<String, Value>,
+) -> Result<(Map<String, Value>, Vec<&'static str>), CrmError> {
+    let fields = entity.fields();
+    let mut out = Map::new();
+    for (key, value) in given {
+        let field = fields
+            .iter()
+            .find(|f| f.name == key && !STAMPS.contains(&f.name))
+            .ok_or_else(|| {
+                CrmError::invalid(
+                    key.clone(),
+                    format!("is not a field of {}", entity.with_article()),
+                )
+            })?;
+        let checked = check(field, value).map_err(|m| CrmError::invalid(field.name, m))?;
+        if !checked.is_null() {
+            out.insert(key.clone(), checked);
+        }
+    }
+    let missing = fields
+        .iter()
+        .filter(|f| f.required && !out.contains_key(f.name))
+        .map(|f| f.name)
+        .collect();
+    Ok((out, missing))
+}
+
+/// Whether `name` is a field of `entity` a caller may give (not one of the stamps).
+pub fn is_field(entity: Entity, name: &str) -> bool {
+    entity.fields().iter().any(|f| f.name == name)
+}
+
 /// One field's value, normalised; JSON null to clear it.
 fn check(field: &Field, value: &Value) -> Result<Value, String> {
     let empty = || {

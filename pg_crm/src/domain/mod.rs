@@ -7,6 +7,7 @@ pub mod claims;
 pub mod currency;
 pub mod duplicates;
 pub mod fields;
+pub mod import;
 pub mod lifecycle;
 pub mod password;
 pub mod pipeline;

@@ -34,6 +34,10 @@ pub enum Action {
     ReadAudit,
     /// `data.export`: export the workspace's data.
     ExportData,
+    /// `data.import`: import contacts and organizations from CSV.
+    ImportData,
+    /// `data.erase`: erase a person's personal data (GDPR).
+    EraseData,
     /// `fields.manage`: define and delete custom fields.
     ManageFields,
     /// `workspace.delete`: ask for the workspace's deletion, or cancel it.
@@ -41,7 +45,7 @@ pub enum Action {
 }
 
 impl Action {
-    pub const ALL: [Action; 10] = [
+    pub const ALL: [Action; 12] = [
         Action::ViewWorkspace,
         Action::UpdateWorkspace,
         Action::InviteUsers,
@@ -50,6 +54,8 @@ impl Action {
         Action::ReadAllRecords,
         Action::ReadAudit,
         Action::ExportData,
+        Action::ImportData,
+        Action::EraseData,
         Action::ManageFields,
         Action::DeleteWorkspace,
     ];
@@ -65,6 +71,8 @@ impl Action {
             Action::ReadAllRecords => "records.read_all",
             Action::ReadAudit => "audit.read",
             Action::ExportData => "data.export",
+            Action::ImportData => "data.import",
+            Action::EraseData => "data.erase",
             Action::ManageFields => "fields.manage",
             Action::DeleteWorkspace => "workspace.delete",
         }
