@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Check (and, where possible, install) what building and running Aura needs on Debian 12:
 # PostgreSQL 15 with its server headers, clang for pgrx's bindings, pg_regress, python3,
-# PgBouncer (the integration suite also runs through it), curl,
+# PgBouncer (the integration suite also runs through it), pgBackRest (backups, the restore
+# drill), curl,
 # sudo (pgrx's test runner uses it to run PostgreSQL as another user when we are root),
 # cargo-pgrx 0.18.1, and Node.js 20+ with npm for the supabase-js tests (tests/js, whose
 # packages `npm ci` installs from the npm registry). Nothing is downloaded from outside the
@@ -12,7 +13,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 PGRX_VERSION=0.18.1
 NODE_MAJOR=20
 PG_CONFIG=${PG_SYSTEM_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
-DEB_PACKAGES="postgresql-15 postgresql-server-dev-15 libclang-dev clang python3 sudo pgbouncer curl"
+DEB_PACKAGES="postgresql-15 postgresql-server-dev-15 libclang-dev clang python3 sudo pgbouncer pgbackrest curl"
 
 missing=()
 [ -x "$PG_CONFIG" ] || missing+=(postgresql-15)
@@ -22,6 +23,7 @@ ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 || missing+=(libclang-dev)
 command -v python3 >/dev/null || missing+=(python3)
 { command -v pgbouncer >/dev/null || [ -x /usr/sbin/pgbouncer ]; } || missing+=(pgbouncer)
 command -v curl >/dev/null || missing+=(curl)
+command -v pgbackrest >/dev/null || missing+=(pgbackrest)
 if [ "$(id -u)" -eq 0 ]; then command -v sudo >/dev/null || missing+=(sudo); fi
 # Only when missing: a Node.js from elsewhere (NodeSource, nvm) brings its own npm, which
 # Debian's npm package would conflict with.

@@ -83,6 +83,9 @@ else
         [ "$(id -u)" -eq 0 ] && chown "${AURA_PG_USER:-postgres}" "$DATA/pg/pg_hba.conf"
         fresh=1
     fi
+    # Continuous WAL archiving and nightly backups (pgBackRest, .data/backups): the settings
+    # are written before every start (scripts/backup.sh; AURA_BACKUP=off turns them off).
+    "$ROOT/scripts/backup.sh" configure
     # pg_crm is preloaded: a cluster still running from before (a make run that did not get
     # to stop it) holds the previous build in memory. Restart it, so this build is what runs.
     if [ -n "$PREPARE" ] && [ -f "$DATA/pg/postmaster.pid" ] \
@@ -112,6 +115,10 @@ stop_all() {
     trap '' PIPE
     set +e
     [ -n "${edge_pid:-}" ] && kill "$edge_pid" 2>/dev/null && wait "$edge_pid" 2>/dev/null
+    if [ -n "${backup_pid:-}" ]; then
+        pkill -P "$backup_pid" 2>/dev/null
+        kill "$backup_pid" 2>/dev/null && wait "$backup_pid" 2>/dev/null
+    fi
     if [ -n "$started_cluster" ]; then
         say "stopping PostgreSQL"
         "$ROOT/scripts/pgcluster" stop "$pgc" "$DATA/pg"
@@ -136,6 +143,12 @@ INSERT INTO crm_private.auth_settings (key, value) VALUES ('site_url', to_jsonb(
     WHERE crm_private.auth_settings.value IS DISTINCT FROM EXCLUDED.value;
 SQL
 
+if [ -z "${DATABASE_URL:-}" ] && [ "${AURA_BACKUP:-on}" != off ]; then
+    # The repository's stanza, and a first full backup if there is none (seconds on a new
+    # cluster): from here on every change can be restored to (make restore).
+    "$ROOT/scripts/backup.sh" init
+fi
+
 umask 077
 cat >"$DATA/keys.env" <<ENV
 # Written by make run. Source it: set -a; . .data/keys.env; set +a
@@ -159,6 +172,14 @@ else
     mail_note="emails (signup, invite, recovery) are written to $mail_dir/ as .eml files; set AURA_SMTP_URL to send them"
 fi
 
+if [ -z "${DATABASE_URL:-}" ] && [ "${AURA_BACKUP:-on}" != off ]; then
+    "$ROOT/scripts/backup.sh" schedule >>"$DATA/backup.log" 2>&1 &
+    backup_pid=$!
+    backup_note="WAL archived continuously, a full backup nightly at ${AURA_BACKUP_AT:-02:00} UTC (.data/backups, ${AURA_BACKUP_RETENTION_DAYS:-30} days; make backup, make restore)"
+else
+    backup_note="off (AURA_BACKUP=off or DATABASE_URL)"
+fi
+
 export AURA_JWT_SECRET=$JWT_SECRET AURA_AUTHENTICATOR_URL=$edge_url
 "$edge_bin" &
 edge_pid=$!
@@ -176,6 +197,7 @@ cat <<MSG
                       (full access to /auth/v1/admin: keep it off clients)
     mail              $mail_note
     database (DBA)    psql "$admin_url"
+    backups           $backup_note
     keys              .data/keys.env (AURA_URL, AURA_ANON_KEY, AURA_SERVICE_ROLE_KEY, AURA_DATABASE_URL, ...)
   Ctrl-C stops both.
 

@@ -61,6 +61,9 @@ scripts/no-pii-in-logs.sh "$AURA_TEST_LOGS"
 say "make bench in its tiny mode (every scenario runs; no figure is judged)"
 AURA_TEST_PG_CONFIG=$PGC scripts/bench.sh --tiny
 
+say "the restore drill in its tiny mode (write, back up, write, restore to a time, check)"
+AURA_TEST_PG_CONFIG=$PGC scripts/restore-drill.sh --tiny
+
 say "Dockerfile.postgres build steps"
 scripts/docker-build-steps.sh --check
 

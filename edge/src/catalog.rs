@@ -208,6 +208,7 @@ impl Catalog {
             paths.insert(format!("/rpc/{name}"), Value::Object(item));
         }
         paths.insert("/export".to_owned(), export_path());
+        paths.insert("/import/{entity}".to_owned(), import_path());
         json!({
             "openapi": "3.0.3",
             "info": {
@@ -257,6 +258,68 @@ fn export_path() -> Value {
             {"name": "nonce", "in": "query", "required": true, "schema": {"type": "string"},
              "description": "The one-time code POST /auth/v1/reauthenticate emailed"},
         ],
+        "responses": responses,
+    }})
+}
+
+/// `POST /rest/v1/import/{contacts|organizations}` (see `crate::import`).
+fn import_path() -> Value {
+    let report = json!({
+        "type": "object",
+        "properties": {
+            "entity": {"type": "string"},
+            "dry_run": {"type": "boolean"},
+            "mode": {"type": "string"},
+            "on_duplicate": {"type": "string"},
+            "written": {"type": "boolean", "description": "Whether the rows were written (false in a dry run, and when all_or_nothing met an error)"},
+            "rows": {"type": "integer"},
+            "created": {"type": "integer"},
+            "updated": {"type": "integer"},
+            "skipped": {"type": "integer", "description": "Duplicates skipped, and rows deleted in the source"},
+            "failed": {"type": "integer"},
+            "errors": {"type": "array", "description": "The first 1,000 rows with an error",
+                       "items": {"type": "object", "properties": {
+                           "line": {"type": "integer"}, "field": {"type": "string"},
+                           "code": {"type": "string", "description": "22023 invalid, 23505 duplicate, P0002 not found"},
+                           "message": {"type": "string"}}}},
+            "errors_truncated": {"type": "boolean"},
+            "duplicates": {"type": "array", "description": "Rows that matched an existing record (the first 1,000)",
+                           "items": {"type": "object", "properties": {
+                               "line": {"type": "integer"}, "existing_id": {"type": "string", "format": "uuid"},
+                               "by": {"type": "string", "enum": ["id", "email", "name"]},
+                               "action": {"type": "string", "enum": ["skipped", "update", "create", "error"]}}}},
+        },
+    });
+    let mut responses = responses(report.clone());
+    responses["200"]["description"] =
+        json!("The import's report: what was (or in a dry run would be) created, updated and skipped, and every row's error");
+    responses["400"]["description"] = json!(
+        "A file that cannot be read (22P04 bad CSV, 22021 not UTF-8, 54000 a record over 1 MiB; the message and details name the line), an unknown column or option (22023), or an all_or_nothing import with rows in error (22023; nothing written; `report` holds the report)"
+    );
+    responses["413"] = json!({"description": "The file is larger than AURA_IMPORT_MAX_BYTES",
+                              "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}});
+    responses["415"] = json!({"description": "The body is not sent as text/csv",
+                              "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}});
+    json!({"post": {
+        "operationId": "import",
+        "tags": ["data"],
+        "summary": "Import contacts or organizations from a CSV file (admins)",
+        "description": "The body is a CSV file (RFC 4180, UTF-8, a header line naming the columns), streamed into the database and checked with every rule of the live records: field formats, custom fields (custom.<key> columns, or a custom_fields JSON column), email unique per workspace, references to this workspace's organizations and active members, no parent cycles. The export's own CSV files import as they are: id keeps the record's id, deleted_at skips a row deleted in the source, bookkeeping columns are left to the database. Duplicates are matched by id, else by email (contacts) or name (organizations). Needs the data.import permission (admins). Audited (data.imported).",
+        "parameters": [
+            {"name": "entity", "in": "path", "required": true,
+             "schema": {"type": "string", "enum": ["contacts", "organizations"]}},
+            {"name": "dry_run", "in": "query", "required": false, "schema": {"type": "boolean", "default": false},
+             "description": "Check and report, write nothing"},
+            {"name": "mode", "in": "query", "required": false,
+             "schema": {"type": "string", "enum": ["all_or_nothing", "skip_bad_rows"], "default": "all_or_nothing"}},
+            {"name": "on_duplicate", "in": "query", "required": false,
+             "schema": {"type": "string", "enum": ["skip", "update", "create"], "default": "skip"},
+             "description": "A row matching an existing record: skip it, update the record with the row's non-empty cells, or create it anyway (refused for a taken id or email)"},
+            {"name": "mapping", "in": "query", "required": false,
+             "schema": {"type": "string"},
+             "description": "A JSON object of the file's column names to field names (or null to leave a column out), e.g. {\"E-mail\": \"email\", \"Notes\": null}"},
+        ],
+        "requestBody": {"required": true, "content": {"text/csv": {"schema": {"type": "string", "format": "binary"}}}},
         "responses": responses,
     }})
 }

@@ -312,11 +312,7 @@ impl Config {
                 d.max_header_bytes,
                 1024..=1 << 20,
             )?,
-            max_import_bytes: count(
-                "AURA_IMPORT_MAX_BYTES",
-                d.max_import_bytes,
-                1..=1 << 40,
-            )?,
+            max_import_bytes: count("AURA_IMPORT_MAX_BYTES", d.max_import_bytes, 1..=1 << 40)?,
         };
 
         let hs256_secret = var("AURA_JWT_SECRET");

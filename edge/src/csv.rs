@@ -119,9 +119,9 @@ impl std::fmt::Display for ReadError {
             Problem::QuoteInUnquotedField => f.write_str(
                 "a quote inside an unquoted field (quote the whole field and double the quote)",
             ),
-            Problem::TextAfterClosingQuote => {
-                f.write_str("text after a closing quote (a quoted field ends at a comma or the line end)")
-            }
+            Problem::TextAfterClosingQuote => f.write_str(
+                "text after a closing quote (a quoted field ends at a comma or the line end)",
+            ),
             Problem::UnclosedQuote => f.write_str("a quoted field is never closed"),
             Problem::NotUtf8 => f.write_str("the text is not UTF-8 (save the file as UTF-8)"),
             Problem::RecordTooLong(max) => write!(f, "a record longer than {max} bytes"),
@@ -397,7 +397,11 @@ mod tests {
             record(7, &["4", "", "x"]),
         ];
         for size in [1, 2, 3, 7, 1000] {
-            assert_eq!(read(input.as_bytes(), size).unwrap(), want, "chunks of {size}");
+            assert_eq!(
+                read(input.as_bytes(), size).unwrap(),
+                want,
+                "chunks of {size}"
+            );
         }
         // CR alone ends a line too; a file may end with its line end.
         assert_eq!(
@@ -405,10 +409,7 @@ mod tests {
             vec![record(1, &["a", "b"]), record(2, &["c", "d"])]
         );
         // Bytes that only begin like a byte order mark are text.
-        assert_eq!(
-            read(b"\xEF\xBBx", 1).unwrap_err().problem,
-            Problem::NotUtf8
-        );
+        assert_eq!(read(b"\xEF\xBBx", 1).unwrap_err().problem, Problem::NotUtf8);
         assert_eq!(read("\u{feff}".as_bytes(), 1).unwrap(), vec![]);
         assert_eq!(read(b"", 1).unwrap(), vec![]);
         // What the export writes reads back.
@@ -425,10 +426,7 @@ mod tests {
             let e = read(input.as_bytes(), 4).unwrap_err();
             (e.line, e.problem)
         };
-        assert_eq!(
-            problem("a,b\nc,d\"e\n"),
-            (2, Problem::QuoteInUnquotedField)
-        );
+        assert_eq!(problem("a,b\nc,d\"e\n"), (2, Problem::QuoteInUnquotedField));
         assert_eq!(
             problem("a,b\n\"c\"d,e\n"),
             (2, Problem::TextAfterClosingQuote)

@@ -66,8 +66,7 @@ pub const EXPORT_STATEMENT_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 pub const IMPORT_STATEMENT_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 /// Where an import's rows go (created by `crm_private.import_begin`).
 const IMPORT_COPY_SQL: &str = "COPY pg_temp.import_rows (line, cells) FROM STDIN (FORMAT binary)";
-const IMPORT_BEGIN_SQL: &str =
-    "SELECT crm_private.import_begin($1::text, $2::text[], $3::jsonb)";
+const IMPORT_BEGIN_SQL: &str = "SELECT crm_private.import_begin($1::text, $2::text[], $3::jsonb)";
 const IMPORT_RUN_SQL: &str =
     "SELECT crm_private.import_run($1::text, $2::text[], $3::jsonb, $4::jsonb)";
 
@@ -374,7 +373,9 @@ impl Database {
                 (&header, Type::TEXT_ARRAY),
                 (mapping, Type::JSONB),
             ];
-            Ok::<_, Error>(json_of(client.query_typed_one(IMPORT_BEGIN_SQL, &params).await)?)
+            Ok::<_, Error>(json_of(
+                client.query_typed_one(IMPORT_BEGIN_SQL, &params).await,
+            )?)
         };
         match tokio::time::timeout(self.transaction_limit, begun).await {
             Ok(Ok(plan)) => Ok((plan, ImportConnection { request })),

@@ -266,12 +266,7 @@ fn import_targets(kind: &str, header: Vec<Option<String>>, mapping: Option<JsonB
 /// gives a valid one). `targets` is what
 /// import_targets returned, `definitions` the tenant's custom fields for the entity.
 #[pg_extern(immutable, strict, parallel_safe, requires = ["schema"])]
-fn import_row(
-    kind: &str,
-    targets: JsonB,
-    definitions: JsonB,
-    cells: Vec<Option<String>>,
-) -> JsonB {
+fn import_row(kind: &str, targets: JsonB, definitions: JsonB, cells: Vec<Option<String>>) -> JsonB {
     let kind = import_kind(kind);
     let targets: Vec<import::Target> = match &targets.0 {
         Value::Array(names) => names

@@ -112,7 +112,7 @@ SELECT tests.counts(r), tests.problems(r)
 SELECT first_name, email FROM crm.contacts WHERE first_name IN ('Gus', 'Gone');
 SELECT tests.try($$SELECT crm_private.import_begin('contacts', '{first_name,emial}')$$) AS unknown_column;
 SELECT tests.try($$SELECT crm_private.import_begin('contacts', '{Name}', '{"Name": "full_name"}')$$) AS bad_mapping;
-SELECT tests.try($$SELECT crm_private.import_begin('contacts', '{email}')$$) AS no_first_name;
+SELECT tests.try($$SELECT crm_private.import_begin('contacts', '{first_name,Mail,email}', '{"Mail": "email"}')$$) AS two_emails;
 SELECT tests.try($$SELECT crm_private.import_begin('deals', '{name}')$$) AS not_importable;
 SELECT tests.try($$SELECT tests.import_csv('contacts', '{first_name}', '[]', '{"mode": "best_effort"}')$$) AS bad_mode;
 SELECT tests.try($$SELECT tests.import_csv('contacts', '{first_name}', '[]', '{"dryrun": true}')$$) AS unknown_option;

@@ -47,14 +47,6 @@ impl Kind {
             Kind::Organizations => "an organization",
         }
     }
-
-    /// The column a file must have (the record's one required field).
-    fn required_column(self) -> &'static str {
-        match self {
-            Kind::Contacts => "first_name",
-            Kind::Organizations => "name",
-        }
-    }
 }
 
 /// The export's columns that the database writes itself: an import leaves them out.
@@ -131,7 +123,7 @@ fn field_target(kind: Kind, name: &str) -> Option<Target> {
 /// field name, or null to leave the column out). Refuses (22023, naming the column or the
 /// mapping key): a column that is neither a field nor one of the export's bookkeeping
 /// columns, a mapping key that is not a column, a mapping to something that is not a field,
-/// two columns feeding one field, and a file without the required field's column.
+/// and two columns feeding one field.
 pub fn targets(
     kind: Kind,
     header: &[String],
@@ -193,16 +185,6 @@ pub fn targets(
             ));
         }
         out.push(target);
-    }
-    let required = Target::Field(kind.required_column().to_owned());
-    if !out.contains(&required) {
-        return Err(CrmError::invalid(
-            "columns",
-            format!(
-                "the file has no {} column (map one to it)",
-                kind.required_column()
-            ),
-        ));
     }
     Ok(out)
 }
@@ -514,13 +496,9 @@ mod unit {
                 "feeds email like an earlier column".to_owned()
             )
         );
-        assert_eq!(
-            refused(targets(Kind::Contacts, &header(&["email"]), &Map::new())),
-            (
-                "columns".to_owned(),
-                "the file has no first_name column (map one to it)".to_owned()
-            )
-        );
+        // A file that only updates may leave the required field out (each row that would
+        // create a record is refused by name instead, see `Row::missing`).
+        assert!(targets(Kind::Contacts, &header(&["email", "title"]), &Map::new()).is_ok());
         let wide: Vec<String> = (0..=MAX_COLUMNS).map(|i| format!("c{i}")).collect();
         assert_eq!(
             refused(targets(Kind::Contacts, &wide, &Map::new())).0,
@@ -645,10 +623,7 @@ mod unit {
             )
         );
         // A control character is refused as the API refuses it.
-        assert_eq!(
-            check(&["", "Ann\u{7}", "", "", "", "", ""]).0,
-            "first_name"
-        );
+        assert_eq!(check(&["", "Ann\u{7}", "", "", "", "", ""]).0, "first_name");
     }
 
     #[test]
@@ -658,7 +633,11 @@ mod unit {
             Kind::Contacts,
             &t,
             &definitions(),
-            &cells(&["Ann", r#"{"tier": "silver", "score": "3", "region": "West"}"#, "gold"]),
+            &cells(&[
+                "Ann",
+                r#"{"tier": "silver", "score": "3", "region": "West"}"#,
+                "gold",
+            ]),
         )
         .unwrap();
         assert_eq!(
@@ -690,7 +669,10 @@ mod unit {
         );
         assert_eq!(row_id(&t, &cells(&["Ann", "x", "nope"])), None);
         assert_eq!(row_id(&t, &cells(&["Ann"])), None);
-        assert_eq!(row_id(&contact_targets(&["first_name"]), &cells(&["Ann"])), None);
+        assert_eq!(
+            row_id(&contact_targets(&["first_name"]), &cells(&["Ann"])),
+            None
+        );
     }
 
     #[test]
