@@ -116,7 +116,10 @@ archive_mode = on
 archive_command = 'pgbackrest --config=$CONF --stanza=$STANZA archive-push %p'
 archive_timeout = ${ARCHIVE_TIMEOUT}s
 CONF
-        if [ "$(id -u)" -eq 0 ]; then chown -R "$OWNER:" "$REPO" "$(dirname "$CONF")"; fi
+        # Not recursive: what pgBackRest writes there is its user's already.
+        if [ "$(id -u)" -eq 0 ]; then
+            chown "$OWNER:" "$REPO" "$(dirname "$CONF")" "$(dirname "$CONF")/log" "$(dirname "$CONF")/lock" "$CONF"
+        fi
     fi
     grep -qs "^include_if_exists = 'aura-backup.conf'" "$PGDATA_DIR/postgresql.conf" \
         || echo "include_if_exists = 'aura-backup.conf'" >>"$PGDATA_DIR/postgresql.conf"
