@@ -67,7 +67,7 @@ pgc() {
 }
 
 running() {
-    [ -f "$PGDATA_DIR/postmaster.pid" ] && "$(dirname "$(pgc)")/pg_isready" -q -h "$PGDATA_DIR/run" -p "$PORT"
+    [ -f "$PGDATA_DIR/postmaster.pid" ] && "$(dirname "$(pgc)")/pg_isready" -q -U postgres -h "$PGDATA_DIR/run" -p "$PORT"
 }
 
 psql_local() {

@@ -35,7 +35,7 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 pgc=$(pg_tree "$DATA/pg15")
-if ! { [ -f "$DATA/pg/postmaster.pid" ] && "$(dirname "$pgc")/pg_isready" -q -h "$sock" -p "$port"; }; then
+if ! { [ -f "$DATA/pg/postmaster.pid" ] && "$(dirname "$pgc")/pg_isready" -q -U postgres -h "$sock" -p "$port"; }; then
     cluster=$DATA/pg # started here: stopped on exit
 fi
 AURA_PROFILE=release "$ROOT/scripts/run.sh" --prepare
@@ -87,7 +87,7 @@ for format in json csv; do
     fi
     rate=$(python3 -c "import sys; print(f'{int(sys.argv[1]) / float(sys.argv[2]):,.0f}')" "$n" "$total")
     mb=$(python3 -c "import sys; print(f'{int(sys.argv[1]) / 1e6:,.0f}')" "$size")
-    table+="| export $format of seed-big: rows ($contacts contacts) | $(printf "%'d" "$n") |\n"
+    table+="| export $format of seed-big: rows ($contacts contacts) | $n |\n"
     table+="| export $format: size | $mb MB |\n"
     table+="| export $format: first byte | $(python3 -c "print(f'{float(\"$first\") * 1000:.0f}')") ms |\n"
     table+="| export $format: total | $(python3 -c "print(f'{float(\"$total\"):.1f}')") s ($rate rows/s) |\n"

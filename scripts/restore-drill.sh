@@ -72,7 +72,7 @@ else
     pgc=$(pg_tree "$DATA/pg15")
     export AURA_PG_CONFIG=$pgc
     psql_src=("$(dirname "$pgc")/psql" -X -q -v ON_ERROR_STOP=1 -h "$source_data/run" -p "$port" -U postgres)
-    if ! { [ -f "$source_data/postmaster.pid" ] && "$(dirname "$pgc")/pg_isready" -q -h "$source_data/run" -p "$port"; }; then
+    if ! { [ -f "$source_data/postmaster.pid" ] && "$(dirname "$pgc")/pg_isready" -q -U postgres -h "$source_data/run" -p "$port"; }; then
         "$ROOT/scripts/backup.sh" configure
         AURA_PG_WORKER_DATABASES=aura "$ROOT/scripts/pgcluster" start "$pgc" "$source_data" "$port" "$DATA/postgres.log"
         source_started=1
