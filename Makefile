@@ -17,7 +17,7 @@ backup:       ## a backup of the local cluster now (pgBackRest, .data/backups; T
 	scripts/backup.sh now $${TYPE:-full}
 
 restore:      ## restore the local cluster to TARGET="2026-11-24 12:00:00+00" or TARGET=latest (FORCE=1 stops a running one)
-	scripts/backup.sh restore "$${TARGET:?set TARGET to a time such as 2026-11-24 12:00:00+00, or latest}" $$( [ -n "$${FORCE:-}" ] && echo --force )
+	scripts/backup.sh restore "$${TARGET:?set TARGET to a time such as 2026-11-24 12:00:00+00, or latest}" $$( [ "$${FORCE:-0}" = 1 ] && echo --force )
 
 restore-drill: ## back up, write, restore to a time into a fresh cluster and check it (after make seed: the full-size figures)
 	scripts/restore-drill.sh
@@ -31,5 +31,5 @@ install:      ## install pg_crm into the system PostgreSQL 15 (for DATABASE_URL 
 prereqs:      ## check or install what the build needs
 	scripts/prereqs.sh
 
-clean-data:   ## delete the local cluster, keys and mail under .data/ (asks first)
-	@read -p "Delete .data/ (local database, keys and mail)? [y/N] " a && [ "$$a" = y ] && rm -rf .data
+clean-data:   ## delete the local cluster, its backups, keys and mail under .data/ (asks first)
+	@read -p "Delete .data/ (local database, its backups in .data/backups, keys and mail)? [y/N] " a && [ "$$a" = y ] && rm -rf .data

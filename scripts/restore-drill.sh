@@ -24,18 +24,24 @@ TINY=
 [ -n "$TINY" ] || "$ROOT/scripts/prereqs.sh"
 command -v pgbackrest >/dev/null || { echo "restore-drill: pgbackrest is missing (apt-get install pgbackrest)" >&2; exit 1; }
 
+if [ -n "$TINY" ]; then
+    # The drill's own throwaway cluster, whatever the caller's environment points at.
+    unset DATABASE_URL AURA_JWT_JWKS AURA_JWT_ISSUER AURA_JWT_AUD AURA_JWT_ALGORITHMS AURA_JWT_SIGNING_KEY
+fi
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/aura-drill.XXXXXX")
 chmod 755 "$tmp"
 source_started=
 edge_pid=
+pgc=
+source_data=
 cleanup() {
     local rc=$?
     trap - EXIT INT TERM
     [ -n "$edge_pid" ] && kill "$edge_pid" 2>/dev/null && wait "$edge_pid" 2>/dev/null
-    "$ROOT/scripts/pgcluster" stop "$pgc" "$tmp/restored" >/dev/null 2>&1 || true
+    if [ -n "$pgc" ]; then "$ROOT/scripts/pgcluster" stop "$pgc" "$tmp/restored" >/dev/null 2>&1 || true; fi
     if [ -n "$source_started" ]; then "$ROOT/scripts/pgcluster" stop "$pgc" "$source_data" >/dev/null 2>&1 || true; fi
     if [ "$rc" -ne 0 ]; then
-        for f in "$tmp"/*.log "$tmp"/restored.log; do
+        for f in "$tmp"/*.log; do
             [ -s "$f" ] && { echo "--- last lines of $(basename "$f")" >&2; tail -n 20 "$f" >&2; }
         done
     fi
@@ -77,7 +83,8 @@ else
         AURA_PG_WORKER_DATABASES=aura "$ROOT/scripts/pgcluster" start "$pgc" "$source_data" "$port" "$DATA/postgres.log"
         source_started=1
     fi
-    [ "$("${psql_src[@]}" -d postgres -Atc 'SHOW archive_mode')" = on ] \
+    archiving=$("${psql_src[@]}" -d postgres -Atc 'SHOW archive_mode') || { echo "restore-drill: cannot reach the local cluster" >&2; exit 1; }
+    [ "$archiving" = on ] \
         || { echo "restore-drill: the local cluster runs without WAL archiving: restart it (make run) first" >&2; exit 1; }
     rows=1000
 fi
@@ -154,12 +161,15 @@ else
 fi
 edge_port=$("$ROOT/scripts/pgcluster" free-port)
 jwt_secret=restore-drill-secret-of-at-least-32-bytes
-AURA_LISTEN=127.0.0.1:$edge_port AURA_JWT_SECRET=$jwt_secret AURA_RATE_LIMIT=0 \
-    AURA_AUTHENTICATOR_URL="host=$tmp/restored/run port=$restored_port user=authenticator dbname=aura sslmode=disable" \
+env -u AURA_JWT_JWKS -u AURA_JWT_ISSUER -u AURA_JWT_AUD -u AURA_JWT_ALGORITHMS -u AURA_JWT_SIGNING_KEY \
+    AURA_LISTEN=127.0.0.1:$edge_port AURA_JWT_SECRET=$jwt_secret AURA_RATE_LIMIT=0 \
+    AURA_AUTHENTICATOR_URL="host='$tmp/restored/run' port=$restored_port user=authenticator dbname=aura sslmode=disable" \
     AURA_MAIL_DIR=$tmp/mail "$edge_bin" >"$tmp/edge.log" 2>&1 &
 edge_pid=$!
-for _ in $(seq 100); do curl -fsS "http://127.0.0.1:$edge_port/health" >/dev/null 2>&1 && break; sleep 0.1; done
-token=$(AURA_JWT_SECRET=$jwt_secret AURA_DATABASE_URL="host=$tmp/restored/run port=$restored_port user=postgres dbname=aura" \
+ready=
+for _ in $(seq 100); do curl -fsS "http://127.0.0.1:$edge_port/ready" >/dev/null 2>&1 && { ready=1; break; }; sleep 0.1; done
+[ -n "$ready" ] || { echo "restore-drill: the edge on the restored cluster did not become ready" >&2; exit 1; }
+token=$(AURA_JWT_SECRET=$jwt_secret AURA_DATABASE_URL="host='$tmp/restored/run' port=$restored_port user=postgres dbname=aura" \
     "$ROOT/scripts/dev-token" drill-admin@restore-drill.test restore-drill)
 answer=$(curl -fsS -H "Authorization: Bearer $token" \
     "http://127.0.0.1:$edge_port/rest/v1/rpc/search_contacts?q=after-backup-1%40restore-drill.test")

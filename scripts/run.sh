@@ -89,7 +89,7 @@ else
     # pg_crm is preloaded: a cluster still running from before (a make run that did not get
     # to stop it) holds the previous build in memory. Restart it, so this build is what runs.
     if [ -n "$PREPARE" ] && [ -f "$DATA/pg/postmaster.pid" ] \
-        && "$(dirname "$pgc")/pg_isready" -q -h "$DATA/pg/run" -p "$PG_PORT"; then
+        && "$(dirname "$pgc")/pg_isready" -q -U postgres -h "$DATA/pg/run" -p "$PG_PORT"; then
         say "using the local cluster that is running already"
     else
         if [ -f "$DATA/pg/postmaster.pid" ]; then

@@ -53,7 +53,7 @@ say "the HTTP integration suite again, the edge connected through PgBouncer (tra
 # PgBouncer 1.18 drops tokio-postgres's cancel requests, see README), and crm_plans (no edge).
 AURA_TEST_VIA_PGBOUNCER=1 AURA_TEST_PG_CONFIG=$PGC cargo test -p aura-tests \
     --test isolation --test http_errors --test auth --test revocation --test supabase_js \
-    --test pooling --test fairness --test pipelining --test edges
+    --test pooling --test fairness --test pipelining --test edges --test import
 
 say "no personal data in the server logs of the whole run (NFR-S9)"
 scripts/no-pii-in-logs.sh "$AURA_TEST_LOGS"

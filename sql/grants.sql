@@ -175,14 +175,16 @@ GRANT EXECUTE ON FUNCTION
     api.export_contact(uuid),
     api.erase_contact(uuid, text),
     crm_private.import_targets(text, text[], jsonb),
+    crm_private.import_targets_checked(text, text[], jsonb),
     crm_private.import_row(text, jsonb, jsonb, text[]),
     crm_private.import_begin(text, text[], jsonb),
     crm_private.import_run(text, text[], jsonb, jsonb),
     crm_private.import_note_probes(text, uuid[]),
-    crm_private.import_audit(text, jsonb)
+    crm_private.import_audit(text)
 TO authenticated;
--- An import keeps the ids of the records it creates (references between its files survive).
-GRANT INSERT (id) ON crm.organizations, crm.contacts TO authenticated;
+-- An import keeps the ids of the records it creates (references between its files
+-- survive), and brings records deleted in the source back deleted.
+GRANT INSERT (id, deleted_at) ON crm.organizations, crm.contacts TO authenticated;
 GRANT SELECT ON core.audit_log, core.security_events, core.access_events TO authenticated;
 GRANT UPDATE (retention_policy, access_log, audit_retention_months, deletion_grace_days) ON core.tenants TO authenticated;
 

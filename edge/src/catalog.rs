@@ -294,7 +294,7 @@ fn import_path() -> Value {
     responses["200"]["description"] =
         json!("The import's report: what was (or in a dry run would be) created, updated and skipped, and every row's error");
     responses["400"]["description"] = json!(
-        "A file that cannot be read (22P04 bad CSV, 22021 not UTF-8, 54000 a record over 1 MiB; the message and details name the line), an unknown column or option (22023), or an all_or_nothing import with rows in error (22023; nothing written; `report` holds the report)"
+        "A file that cannot be read (22P04 bad CSV, 22021 not UTF-8 or a NUL byte, 54000 a record over 1 MiB; the message and details name the line), an unknown column or option (22023), or an all_or_nothing import with rows in error (22023; nothing written; `report` holds the report)"
     );
     responses["413"] = json!({"description": "The file is larger than AURA_IMPORT_MAX_BYTES",
                               "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}});
@@ -304,7 +304,7 @@ fn import_path() -> Value {
         "operationId": "import",
         "tags": ["data"],
         "summary": "Import contacts or organizations from a CSV file (admins)",
-        "description": "The body is a CSV file (RFC 4180, UTF-8, a header line naming the columns), streamed into the database and checked with every rule of the live records: field formats, custom fields (custom.<key> columns, or a custom_fields JSON column), email unique per workspace, references to this workspace's organizations and active members, no parent cycles. The export's own CSV files import as they are: id keeps the record's id, deleted_at skips a row deleted in the source, bookkeeping columns are left to the database. Duplicates are matched by id, else by email (contacts) or name (organizations). Needs the data.import permission (admins). Audited (data.imported).",
+        "description": "The body is a CSV file (RFC 4180, UTF-8, a header line naming the columns), streamed into the database and checked with every rule of the live records: field formats, custom fields (custom.<key> columns, or a custom_fields JSON column), email unique per workspace, references to this workspace's organizations and active members, no parent cycles. The export's own CSV files import as they are: id keeps the record's id, deleted_at brings a record deleted in the source back deleted, bookkeeping columns are left to the database. Duplicates are matched by id, else by email (contacts) or name (organizations). Needs the data.import and records.read_all permissions (admins; deals.assign for an assigned_to column). Audited (data.imported).",
         "parameters": [
             {"name": "entity", "in": "path", "required": true,
              "schema": {"type": "string", "enum": ["contacts", "organizations"]}},

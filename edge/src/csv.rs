@@ -96,6 +96,7 @@ pub enum Problem {
     TextAfterClosingQuote,
     UnclosedQuote,
     NotUtf8,
+    NulByte,
     RecordTooLong(usize),
     TooManyFields(usize),
 }
@@ -105,7 +106,7 @@ impl ReadError {
     /// 22P04 (bad copy file format) for the rest.
     pub fn code(&self) -> &'static str {
         match self.problem {
-            Problem::NotUtf8 => "22021",
+            Problem::NotUtf8 | Problem::NulByte => "22021",
             Problem::RecordTooLong(_) | Problem::TooManyFields(_) => "54000",
             _ => "22P04",
         }
@@ -124,6 +125,7 @@ impl std::fmt::Display for ReadError {
             ),
             Problem::UnclosedQuote => f.write_str("a quoted field is never closed"),
             Problem::NotUtf8 => f.write_str("the text is not UTF-8 (save the file as UTF-8)"),
+            Problem::NulByte => f.write_str("a NUL byte (the file is not text)"),
             Problem::RecordTooLong(max) => write!(f, "a record longer than {max} bytes"),
             Problem::TooManyFields(max) => write!(f, "more than {max} fields"),
         }
@@ -161,6 +163,9 @@ pub struct Reader {
     line: u64,
     /// The line the current record started on.
     record_line: u64,
+    /// Inside a quoted field, the last byte was a CR (counted as a line end; a LF after it
+    /// belongs to it).
+    quoted_cr: bool,
 }
 
 impl Reader {
@@ -176,6 +181,7 @@ impl Reader {
             record_bytes: 0,
             line: 1,
             record_line: 1,
+            quoted_cr: false,
         }
     }
 
@@ -255,6 +261,11 @@ impl Reader {
         if self.record_bytes > self.max_record_bytes {
             return Err(self.error(Problem::RecordTooLong(self.max_record_bytes)));
         }
+        if b == 0 {
+            // Valid UTF-8, but no PostgreSQL text can hold it.
+            return Err(self.error(Problem::NulByte));
+        }
+        let after_cr = std::mem::take(&mut self.quoted_cr);
         match (self.state, b) {
             (State::FieldStart, b'"') => self.state = State::Quoted,
             (State::FieldStart | State::Unquoted | State::QuoteInQuoted, b',') => {
@@ -277,8 +288,13 @@ impl Reader {
             }
             (State::Quoted, b'"') => self.state = State::QuoteInQuoted,
             (State::Quoted, _) => {
-                if b == b'\n' {
-                    self.line += 1;
+                match b {
+                    b'\r' => {
+                        self.line += 1;
+                        self.quoted_cr = true;
+                    }
+                    b'\n' if !after_cr => self.line += 1,
+                    _ => {}
                 }
                 self.field.push(b);
             }
@@ -403,10 +419,15 @@ mod tests {
                 "chunks of {size}"
             );
         }
-        // CR alone ends a line too; a file may end with its line end.
+        // CR alone ends a line too, inside quotes as well; a file may end with its line end.
         assert_eq!(
-            read(b"a,b\rc,d\r", 1).unwrap(),
-            vec![record(1, &["a", "b"]), record(2, &["c", "d"])]
+            read(b"a,b\rc,d\r\"e\rf\",g\rh,i\r", 1).unwrap(),
+            vec![
+                record(1, &["a", "b"]),
+                record(2, &["c", "d"]),
+                record(3, &["e\rf", "g"]),
+                record(5, &["h", "i"])
+            ]
         );
         // Bytes that only begin like a byte order mark are text.
         assert_eq!(read(b"\xEF\xBBx", 1).unwrap_err().problem, Problem::NotUtf8);
@@ -446,6 +467,7 @@ mod tests {
         let long = format!("a\n{}\n", "x".repeat(65));
         assert_eq!(problem(&long), (2, Problem::RecordTooLong(64)));
         assert_eq!(problem("a\n,,,,,,,,\n"), (2, Problem::TooManyFields(8)));
+        assert_eq!(problem("a,b\nc,d\0\n"), (2, Problem::NulByte));
         let e = read(b"a\n\"b", 1).unwrap_err();
         assert_eq!(e.to_string(), "line 2: a quoted field is never closed");
         assert_eq!(e.code(), "22P04");

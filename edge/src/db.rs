@@ -124,6 +124,9 @@ pub struct Database {
     /// The longest a request's transaction may take once it has its connection.
     transaction_limit: Duration,
     ssl_mode: SslMode,
+    /// Imports hold a connection for as long as their upload takes: at most a quarter of
+    /// the pool at once, so slow uploads cannot take every connection.
+    imports: Arc<tokio::sync::Semaphore>,
 }
 
 impl Database {
@@ -180,6 +183,7 @@ impl Database {
             set_auth_role_sql: set_auth_role,
             transaction_limit: config.statement_timeout + TRANSACTION_MARGIN,
             ssl_mode,
+            imports: Arc::new(tokio::sync::Semaphore::new((config.pool_size / 4).max(1))),
         })
     }
 
@@ -348,6 +352,10 @@ impl Database {
         header: &[String],
         mapping: &Value,
     ) -> Result<(Value, ImportConnection), Error> {
+        let permit = tokio::time::timeout(POOL_WAIT_TIMEOUT, self.imports.clone().acquire_owned())
+            .await
+            .map_err(|_| Error::ImportsBusy)?
+            .map_err(|_| Error::Internal("the import semaphore closed".to_owned()))?;
         let turn = self.fairness.acquire(who.tenant_id).await?;
         let meta = REQUEST_META
             .try_with(RequestMeta::set_local_sql)
@@ -378,7 +386,13 @@ impl Database {
             )?)
         };
         match tokio::time::timeout(self.transaction_limit, begun).await {
-            Ok(Ok(plan)) => Ok((plan, ImportConnection { request })),
+            Ok(Ok(plan)) => Ok((
+                plan,
+                ImportConnection {
+                    request,
+                    _permit: permit,
+                },
+            )),
             Ok(Err(e)) => Err(request
                 .finish(Err(e), false)
                 .await
@@ -811,15 +825,17 @@ impl ExportConnection {
 /// what runs, rolls back and closes, as an abandoned request does.
 pub struct ImportConnection {
     request: InFlight,
+    _permit: tokio::sync::OwnedSemaphorePermit,
 }
 
 /// Takes an import's rows: `(line, cells)`.
 pub type ImportRows = std::pin::Pin<Box<tokio_postgres::binary_copy::BinaryCopyInWriter>>;
 
 impl ImportConnection {
-    /// Starts the COPY into the staging table. The prepared statement it needs is closed
-    /// when the writer is dropped, before anything else is sent (so transaction-mode
-    /// PgBouncer never sees it outlive the transaction).
+    /// Starts the COPY into the staging table. tokio-postgres prepares it as a named
+    /// statement (it has no unnamed COPY) and queues its Close right behind the COPY, so
+    /// the statement ends inside the transaction and transaction-mode PgBouncer never sees
+    /// it outlive it.
     pub async fn copy(&self) -> Result<ImportRows, Error> {
         let sink = self.request.client().copy_in(IMPORT_COPY_SQL).await?;
         Ok(Box::pin(

@@ -63,6 +63,9 @@ pub enum Error {
         line: u64,
         message: String,
     },
+    /// As many imports as may hold connections at once are running (429, `53300`,
+    /// `Retry-After`).
+    ImportsBusy,
     /// An all-or-nothing import found rows with errors and wrote nothing (400, `22023`);
     /// the body carries the import's report beside the usual fields.
     ImportRejected(serde_json::Value),
@@ -153,6 +156,9 @@ impl std::fmt::Display for Error {
             }
             Error::BodyTimeout => f.write_str("The request body did not arrive in time"),
             Error::UnsupportedMediaType(m) | Error::BadFile { message: m, .. } => f.write_str(m),
+            Error::ImportsBusy => f.write_str(
+                "As many imports as the edge runs at once are running; retry shortly",
+            ),
             Error::ImportRejected(report) => write!(
                 f,
                 "{} of {} rows have errors: nothing was imported",
@@ -303,6 +309,7 @@ impl Error {
             Error::UnsupportedMediaType(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "PGRST107"),
             Error::BadFile { code, .. } => (StatusCode::BAD_REQUEST, *code),
             Error::ImportRejected(_) => (StatusCode::BAD_REQUEST, "22023"),
+            Error::ImportsBusy => (StatusCode::TOO_MANY_REQUESTS, "53300"),
             Error::TenantBusy => (StatusCode::TOO_MANY_REQUESTS, "53300"),
             Error::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "53400"),
             Error::Db(e) => return (status_for_sqlstate(&e.code), e.code.clone()),
@@ -379,6 +386,9 @@ impl IntoResponse for Error {
                     header::RETRY_AFTER,
                     HeaderValue::from(TENANT_RETRY_AFTER_SECS),
                 );
+            }
+            Error::ImportsBusy => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
             }
             // The rest of the request was not read: the connection cannot carry another.
             Error::PayloadTooLarge { .. } | Error::HeadersTooLarge { .. } | Error::BodyTimeout => {

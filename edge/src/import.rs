@@ -37,6 +37,10 @@ pub const MAX_FIELDS: usize = 1000;
 /// After a failure, at most this much more of the body is read and dropped, so that a
 /// client that sends the whole file before it reads the answer gets the answer.
 const DRAIN_LIMIT: usize = 64 << 20;
+/// The longest an upload may take once it holds its database connection (a minute short of
+/// the import's statement timeout, so a slow client gets 408, not the timeout's 500).
+const UPLOAD_LIMIT: std::time::Duration =
+    std::time::Duration::from_secs(crate::db::IMPORT_STATEMENT_TIMEOUT.as_secs() - 60);
 
 /// What can be imported, as the route names it.
 pub fn entity(name: &str) -> Option<&'static str> {
@@ -86,6 +90,17 @@ impl Params {
                     params.options.insert(key.clone(), Value::Bool(b));
                 }
                 "mode" | "on_duplicate" => {
+                    let allowed: &[&str] = if key == "mode" {
+                        &["all_or_nothing", "skip_bad_rows"]
+                    } else {
+                        &["skip", "update", "create"]
+                    };
+                    if !allowed.contains(&value.as_str()) {
+                        return Err(Error::BadRequest(format!(
+                            "{key} must be {}",
+                            allowed.join(" or ")
+                        )));
+                    }
                     params.options.insert(key.clone(), Value::String(value));
                 }
                 "mapping" => match serde_json::from_str::<Value>(&value) {
@@ -270,10 +285,26 @@ async fn import(
         }
     }
     let header = records.remove(0).fields;
-    let (_plan, connection) = db
+    let (plan, connection) = db
         .begin_import(who, entity, &header, &params.mapping)
         .await?;
-    let copied = async {
+    if let Some(refusal) = plan.get("error") {
+        // pg_crm answers (rather than raises) a refusal of the columns, so that a header
+        // line of personal data stays out of the server log.
+        connection.rollback().await;
+        let field = refusal["field"].as_str().unwrap_or("columns").to_owned();
+        return Err(Error::Db(crate::error::DbError {
+            code: "22023".to_owned(),
+            message: format!(
+                "invalid {field}: {}",
+                refusal["message"].as_str().unwrap_or("not accepted")
+            ),
+            detail: Some(format!("field: {field}")),
+            hint: None,
+            in_function: true,
+        }));
+    }
+    let copied = tokio::time::timeout(UPLOAD_LIMIT, async {
         let mut rows = connection.copy().await?;
         loop {
             for record in records.drain(..) {
@@ -290,8 +321,11 @@ async fn import(
         }
         rows.as_mut().finish().await?;
         Ok::<_, Error>(())
-    }
-    .await;
+    })
+    .await
+    // Past the limit the statement timeout would end the COPY with a 5xx; it is the
+    // upload that took too long.
+    .unwrap_or(Err(Error::BodyTimeout));
     if let Err(e) = copied {
         return Err(connection.fail(e).await.unwrap_or_else(|| {
             Error::Internal("the import failed and its rollback too".to_owned())
@@ -360,6 +394,8 @@ mod tests {
         assert_eq!(p.mapping, Value::Null);
         for bad in [
             &[("dry_run", "yes")][..],
+            &[("mode", "best_effort")],
+            &[("on_duplicate", "merge")],
             &[("mapping", "[1]")],
             &[("mapping", "{")],
             &[("mode", "a"), ("mode", "b")],

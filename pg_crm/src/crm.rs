@@ -261,7 +261,39 @@ fn import_targets(kind: &str, header: Vec<Option<String>>, mapping: Option<JsonB
     ))
 }
 
-/// One import row (domain::import::row), never an error: `{id, deleted, record, missing}`,
+/// An import file's columns as import_targets gives them, but never raising (a refusal
+/// raised would put the file's header, which may be a row of personal data when the file
+/// has none, into the server log): `{columns}` or `{error: {field, message}}`.
+#[pg_extern(immutable, parallel_safe, requires = ["schema"])]
+fn import_targets_checked(
+    kind: &str,
+    header: Vec<Option<String>>,
+    mapping: Option<JsonB>,
+) -> JsonB {
+    let kind = import_kind(kind);
+    let header: Vec<String> = header.into_iter().map(Option::unwrap_or_default).collect();
+    let checked = match mapping.map(|m| m.0) {
+        None | Some(Value::Null) => Ok(serde_json::Map::new()),
+        Some(Value::Object(m)) => Ok(m),
+        Some(_) => Err(CrmError::invalid(
+            "mapping",
+            "must be a JSON object of column: field",
+        )),
+    }
+    .and_then(|mapping| import::targets(kind, &header, &mapping));
+    JsonB(match checked {
+        Ok(targets) => json!({"columns": targets
+            .iter()
+            .map(|t| t.name().map_or(Value::Null, Value::String))
+            .collect::<Vec<Value>>()}),
+        Err(CrmError::InvalidInput { field, message }) => {
+            json!({"error": {"field": field, "message": message}})
+        }
+        Err(other) => json!({"error": {"field": "columns", "message": other.to_string()}}),
+    })
+}
+
+/// One import row (domain::import::row), never an error: `{id, deleted_at, record, missing}`,
 /// or `{id, error: {field, message}}` for the first rule the row breaks (`id` if the row
 /// gives a valid one). `targets` is what
 /// import_targets returned, `definitions` the tenant's custom fields for the entity.
@@ -279,7 +311,7 @@ fn import_row(kind: &str, targets: JsonB, definitions: JsonB, cells: Vec<Option<
     JsonB(match import::row(kind, &targets, &definitions, &cells) {
         Ok(row) => json!({
             "id": row.id,
-            "deleted": row.deleted,
+            "deleted_at": row.deleted_at,
             "record": row.record,
             "missing": row.missing,
         }),

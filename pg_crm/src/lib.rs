@@ -131,7 +131,12 @@ extension_sql_file!(
 extension_sql_file!(
     "../../sql/import.sql",
     name = "import",
-    requires = ["data", crm::import_targets, crm::import_row]
+    requires = [
+        "data",
+        crm::import_targets,
+        crm::import_targets_checked,
+        crm::import_row
+    ]
 );
 extension_sql_file!("../../sql/grants.sql", name = "grants", finalize);
 

@@ -553,6 +553,11 @@ fn date(s: &str) -> Result<(), String> {
 /// RFC 3339 with an offset (`2026-11-24T10:00:00Z`, `2026-11-24T10:00:00.250+01:00`), or
 /// PostgreSQL's own output form (`2026-11-24 10:00:00+00`). A time without an offset is
 /// refused: the database would read it in its session time zone, not the caller's.
+/// Whether a text is a timestamp as the fields take it (ISO 8601 with a zone).
+pub fn is_timestamp_text(s: &str) -> bool {
+    is_timestamp(s)
+}
+
 fn is_timestamp(s: &str) -> bool {
     let (Some(day), Some(rest)) = (s.get(..10), s.get(10..)) else {
         return false;

@@ -8,9 +8,10 @@
 //! a referenced organization or member exists, duplicates, uniqueness.
 //!
 //! The export's own CSV files import as they are: their bookkeeping columns (`tenant_id`,
-//! the stamps, `merged_into`) are left to the database, `deleted_at` marks a row that was
-//! deleted in the source (it is skipped), `id` keeps the record's id (so references between
-//! the files survive), and `custom.<key>` columns hold custom fields. Any other file maps its
+//! the stamps, `merged_into`) are left to the database, `deleted_at` brings a record that was
+//! deleted in the source back deleted (so what refers to it still finds it), `id` keeps the
+//! record's id (so references between the files survive), and `custom.<key>` columns hold
+//! custom fields. Any other file maps its
 //! columns with a mapping `{"<column>": "<field>" | null}`; an unknown column is refused, so a
 //! misspelt field never silently drops a column.
 
@@ -74,7 +75,7 @@ pub enum Target {
     Field(String),
     /// The record's id: kept for a new record, and matched against existing ones.
     Id,
-    /// Non-empty: the record was deleted in the source, and the row is skipped.
+    /// Non-empty: when the record was deleted in the source (it is imported deleted).
     DeletedAt,
     /// One custom field (`custom.<key>`).
     Custom(String),
@@ -194,8 +195,8 @@ pub fn targets(
 pub struct Row {
     /// The record's id, if the row gives one.
     pub id: Option<String>,
-    /// Deleted in the source: skipped.
-    pub deleted: bool,
+    /// When the record was deleted in the source: it is imported deleted.
+    pub deleted_at: Option<String>,
     /// The fields the row gives, normalised; `custom_fields` holds the custom values given
     /// (checked against the definitions). Empty cells give nothing.
     pub record: Map<String, Value>,
@@ -226,7 +227,7 @@ pub fn row(
     let mut custom = Map::new();
     let mut custom_object = Map::new();
     let mut id = None;
-    let mut deleted = false;
+    let mut deleted_at = None;
     for (target, cell) in targets.iter().zip(cells) {
         let Some(cell) = cell.as_deref().map(str::trim).filter(|c| !c.is_empty()) else {
             continue;
@@ -236,7 +237,15 @@ pub fn row(
                 given.insert(name.clone(), Value::String(cell.to_owned()));
             }
             Target::Id => id = Some(uuid(cell)?),
-            Target::DeletedAt => deleted = true,
+            Target::DeletedAt => {
+                if !fields::is_timestamp_text(cell) {
+                    return Err(CrmError::invalid(
+                        "deleted_at",
+                        "must be a timestamp such as 2026-11-24T10:00:00Z",
+                    ));
+                }
+                deleted_at = Some(cell.to_owned());
+            }
             Target::Custom(key) => {
                 custom.insert(key.clone(), custom_cell(definitions, key, cell));
             }
@@ -273,7 +282,7 @@ pub fn row(
     record.insert("custom_fields".to_owned(), Value::Object(custom));
     Ok(Row {
         id,
-        deleted,
+        deleted_at,
         record,
         missing,
     })
@@ -546,7 +555,7 @@ mod unit {
             r.id.as_deref(),
             Some("0f8fad5b-d9cb-469f-a165-70867728950e")
         );
-        assert!(!r.deleted);
+        assert_eq!(r.deleted_at, None);
         assert!(r.missing.is_empty());
         assert_eq!(
             Value::Object(r.record),
@@ -676,16 +685,22 @@ mod unit {
     }
 
     #[test]
-    fn a_row_deleted_in_the_source_is_marked() {
+    fn a_row_deleted_in_the_source_keeps_its_time() {
         let t = contact_targets(&["first_name", "deleted_at"]);
-        let r = row(
-            Kind::Contacts,
-            &t,
-            &[],
-            &cells(&["Ann", "2026-01-02 03:04:05+00"]),
-        )
-        .unwrap();
-        assert!(r.deleted);
+        let deleted = |cell: &str| row(Kind::Contacts, &t, &[], &cells(&["Ann", cell]));
+        // As the export writes it (PostgreSQL's JSON of a timestamptz).
+        let r = deleted("2026-01-02T03:04:05.123456+00:00").unwrap();
+        assert_eq!(
+            r.deleted_at.as_deref(),
+            Some("2026-01-02T03:04:05.123456+00:00")
+        );
+        assert_eq!(
+            refused(deleted("yesterday")),
+            (
+                "deleted_at".to_owned(),
+                "must be a timestamp such as 2026-11-24T10:00:00Z".to_owned()
+            )
+        );
     }
 
     #[test]
