@@ -845,3 +845,26 @@ pub fn assert_gotrue_error(
         Some("2024-01-01")
     );
 }
+
+/// Runs a Python script on `bytes` (written to a temporary file, whose path is the script's
+/// `sys.argv[1]`) and returns the JSON it prints: files the edge writes (an export's zip)
+/// are read back by an implementation that is not ours.
+pub fn python_on_file(script: &str, bytes: &[u8]) -> Value {
+    let dir = std::env::temp_dir().join(format!("aura-python-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let path = dir.join("input");
+    std::fs::write(&path, bytes).expect("write the file");
+    let output = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(&path)
+        .output()
+        .expect("python3 (make test's prerequisites include it)");
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        output.status.success(),
+        "python could not read the file: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("python's json")
+}

@@ -86,11 +86,8 @@ async fn table_counts(admin: &tokio_postgres::Client, tenant: &str) -> BTreeMap<
 
 /// The zip's files through Python: CSV files as lists of records, other files as text.
 fn unzip_with_python(archive: &[u8]) -> Value {
-    let dir = std::env::temp_dir().join(format!("aura-export-{}", uuid::Uuid::new_v4()));
-    std::fs::create_dir_all(&dir).expect("dir");
-    let path = dir.join("export.zip");
-    std::fs::write(&path, archive).expect("write zip");
-    let script = r#"
+    python_on_file(
+        r#"
 import csv, io, json, sys, zipfile
 z = zipfile.ZipFile(sys.argv[1])
 bad = z.testzip()
@@ -105,20 +102,9 @@ for name in z.namelist():
     else:
         out[name] = data.decode('utf-8')
 json.dump(out, sys.stdout)
-"#;
-    let output = std::process::Command::new("python3")
-        .arg("-c")
-        .arg(script)
-        .arg(&path)
-        .output()
-        .expect("python3 (make test's prerequisites include it)");
-    let _ = std::fs::remove_dir_all(&dir);
-    assert!(
-        output.status.success(),
-        "python could not read the zip: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_slice(&output.stdout).expect("python's json")
+"#,
+        archive,
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

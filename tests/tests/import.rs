@@ -428,28 +428,14 @@ async fn unreadable_files_get_a_400_naming_the_line() {
 
 /// The export's zip, as its files' raw text (read by Python's zipfile).
 fn files_of_zip(archive: &[u8]) -> Value {
-    let dir = std::env::temp_dir().join(format!("aura-import-{}", uuid::Uuid::new_v4()));
-    std::fs::create_dir_all(&dir).expect("dir");
-    let path = dir.join("export.zip");
-    std::fs::write(&path, archive).expect("write zip");
-    let script = r#"
+    python_on_file(
+        r#"
 import json, sys, zipfile
 z = zipfile.ZipFile(sys.argv[1])
 json.dump({n: z.read(n).decode('utf-8') for n in z.namelist()}, sys.stdout)
-"#;
-    let output = std::process::Command::new("python3")
-        .arg("-c")
-        .arg(script)
-        .arg(&path)
-        .output()
-        .expect("python3");
-    let _ = std::fs::remove_dir_all(&dir);
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_slice(&output.stdout).expect("json")
+"#,
+        archive,
+    )
 }
 
 /// Every importable field of a workspace's organizations and contacts, by id.
