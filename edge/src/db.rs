@@ -739,6 +739,15 @@ impl InFlight {
         self.turn.take()
     }
 
+    /// Commits the request's transaction and ends the request (a failed COMMIT is the
+    /// error, cleaned up as any other).
+    async fn commit(self) -> Result<(), Error> {
+        match self.client().batch_execute("COMMIT").await {
+            Ok(()) => self.finish(Ok(Value::Null), true).await.map(|_| ()),
+            Err(e) => self.finish(Err(Error::from(e)), false).await.map(|_| ()),
+        }
+    }
+
     /// Ends the request: after an error, rolls back unless the server already `ended` the
     /// transaction (or closes a broken connection). The connection stays in the guard until
     /// then, so a drop mid-rollback still cleans up.
@@ -808,15 +817,7 @@ impl ExportConnection {
 
     /// Commits the snapshot and returns the connection to the pool.
     pub async fn finish(self) -> Result<(), Error> {
-        let committed = self.request.client().batch_execute("COMMIT").await;
-        match committed {
-            Ok(()) => self.request.finish(Ok(Value::Null), true).await.map(|_| ()),
-            Err(e) => self
-                .request
-                .finish(Err(Error::from(e)), false)
-                .await
-                .map(|_| ()),
-        }
+        self.request.commit().await
     }
 }
 
@@ -871,14 +872,7 @@ impl ImportConnection {
 
     /// Commits, and returns the connection to the pool.
     pub async fn commit(self) -> Result<(), Error> {
-        match self.request.client().batch_execute("COMMIT").await {
-            Ok(()) => self.request.finish(Ok(Value::Null), true).await.map(|_| ()),
-            Err(e) => self
-                .request
-                .finish(Err(Error::from(e)), true)
-                .await
-                .map(|_| ()),
-        }
+        self.request.commit().await
     }
 
     /// Rolls back (nothing of the import stays), and returns the connection to the pool

@@ -74,14 +74,7 @@ impl Params {
             format: Format::Json,
             nonce: None,
         };
-        let mut seen = Vec::new();
-        for (key, value) in pairs {
-            if seen.contains(&key) {
-                return Err(Error::BadRequest(format!(
-                    "Query parameter {} is given more than once",
-                    crate::error::cut(&key, 63)
-                )));
-            }
+        for (key, value) in crate::rpc::distinct_query(pairs)? {
             match key.as_str() {
                 "format" => {
                     params.format = match value.as_str() {
@@ -100,7 +93,6 @@ impl Params {
                     )))
                 }
             }
-            seen.push(key);
         }
         Ok(params)
     }

@@ -381,20 +381,9 @@ async fn rpc_call(
                 };
             }
         };
-        let who = authenticate(&state.verifier, &headers).await?;
-        info.tenant_id = who.tenant_id;
-        // Counted here, in this edge's memory: no database round trip (see ratelimit).
-        rate = state
-            .rate_limiter
-            .check(&format!("user:{}", who.user_id), who.tenant_id);
-        if let Some(decision) = rate.filter(|d| !d.allowed) {
-            return Err(Error::RateLimited {
-                limit: decision.limit,
-            });
-        }
+        let who = admit(&state, &headers, &mut info, &mut rate).await?;
         let (f, args) = if read_only {
-            let Query(pairs) = Query::<Vec<(String, String)>>::try_from_uri(&uri)
-                .map_err(|_| Error::BadRequest("Malformed query string".to_owned()))?;
+            let pairs = query_pairs(&uri)?;
             let keys = pairs.iter().map(|(k, _)| k.clone()).collect();
             let f = state.resolve(&name, &keys).await?;
             let is_json = |key: &str| {
@@ -427,12 +416,7 @@ async fn rpc_call(
         Ok(Json(value).into_response())
     }
     .await;
-    let mut response = result.unwrap_or_else(IntoResponse::into_response);
-    if let Some(decision) = rate {
-        decision.apply(response.headers_mut());
-    }
-    response.extensions_mut().insert(info);
-    response
+    reply(result, rate, info)
 }
 
 /// `GET /rest/v1/export` ([`crate::export`]): authenticated and rate-limited as an RPC call.
@@ -453,28 +437,13 @@ async fn export(
             Method::OPTIONS => return Ok(options(ALLOW_EXPORT)),
             _ => return Err(method_not_allowed(&method, "the export", ALLOW_EXPORT)),
         }
-        let who = authenticate(&state.verifier, &headers).await?;
-        info.tenant_id = who.tenant_id;
-        rate = state
-            .rate_limiter
-            .check(&format!("user:{}", who.user_id), who.tenant_id);
-        if let Some(decision) = rate.filter(|d| !d.allowed) {
-            return Err(Error::RateLimited {
-                limit: decision.limit,
-            });
-        }
-        let Query(pairs) = Query::<Vec<(String, String)>>::try_from_uri(&uri)
-            .map_err(|_| Error::BadRequest("Malformed query string".to_owned()))?;
+        let who = admit(&state, &headers, &mut info, &mut rate).await?;
+        let pairs = query_pairs(&uri)?;
         let params = crate::export::Params::from_query(pairs)?;
         crate::export::respond(&state.db, &who, params).await
     }
     .await;
-    let mut response = result.unwrap_or_else(IntoResponse::into_response);
-    if let Some(decision) = rate {
-        decision.apply(response.headers_mut());
-    }
-    response.extensions_mut().insert(info);
-    response
+    reply(result, rate, info)
 }
 
 /// `POST /rest/v1/import/{contacts|organizations}` ([`crate::import`]): authenticated and
@@ -501,18 +470,8 @@ async fn import(
             Method::OPTIONS => return Ok(options(ALLOW_IMPORT)),
             _ => return Err(method_not_allowed(&method, "an import", ALLOW_IMPORT)),
         }
-        let who = authenticate(&state.verifier, &headers).await?;
-        info.tenant_id = who.tenant_id;
-        rate = state
-            .rate_limiter
-            .check(&format!("user:{}", who.user_id), who.tenant_id);
-        if let Some(decision) = rate.filter(|d| !d.allowed) {
-            return Err(Error::RateLimited {
-                limit: decision.limit,
-            });
-        }
-        let Query(pairs) = Query::<Vec<(String, String)>>::try_from_uri(&uri)
-            .map_err(|_| Error::BadRequest("Malformed query string".to_owned()))?;
+        let who = admit(&state, &headers, &mut info, &mut rate).await?;
+        let pairs = query_pairs(&uri)?;
         let params = crate::import::Params::from_query(pairs)?;
         let connection = connection.as_ref().map(|Extension(c)| c);
         crate::import::respond(
@@ -528,12 +487,50 @@ async fn import(
         .await
     }
     .await;
+    reply(result, rate, info)
+}
+
+/// Admits an API request: its token, then the user's rate limit (counted here, in this
+/// edge's memory: no database round trip, see ratelimit). Notes the tenant for the request
+/// log and the limiter's decision for the reply's headers.
+async fn admit(
+    state: &AppState,
+    headers: &HeaderMap,
+    info: &mut RequestInfo,
+    rate: &mut Option<crate::ratelimit::Decision>,
+) -> Result<Verified, Error> {
+    let who = authenticate(&state.verifier, headers).await?;
+    info.tenant_id = who.tenant_id;
+    *rate = state
+        .rate_limiter
+        .check(&format!("user:{}", who.user_id), who.tenant_id);
+    if let Some(decision) = rate.filter(|d| !d.allowed) {
+        return Err(Error::RateLimited {
+            limit: decision.limit,
+        });
+    }
+    Ok(who)
+}
+
+/// An API request's reply: an error as its response, the rate-limit headers, and what the
+/// request log may know.
+fn reply(
+    result: Result<Response, Error>,
+    rate: Option<crate::ratelimit::Decision>,
+    info: RequestInfo,
+) -> Response {
     let mut response = result.unwrap_or_else(IntoResponse::into_response);
     if let Some(decision) = rate {
         decision.apply(response.headers_mut());
     }
     response.extensions_mut().insert(info);
     response
+}
+
+fn query_pairs(uri: &Uri) -> Result<Vec<(String, String)>, Error> {
+    let Query(pairs) = Query::<Vec<(String, String)>>::try_from_uri(uri)
+        .map_err(|_| Error::BadRequest("Malformed query string".to_owned()))?;
+    Ok(pairs)
 }
 
 async fn authenticate(verifier: &Verifier, headers: &HeaderMap) -> Result<Verified, Error> {

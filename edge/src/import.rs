@@ -68,14 +68,7 @@ impl Params {
             options: Map::new(),
             mapping: Value::Null,
         };
-        let mut seen: Vec<String> = Vec::new();
-        for (key, value) in pairs {
-            if seen.contains(&key) {
-                return Err(Error::BadRequest(format!(
-                    "Query parameter {} is given more than once",
-                    crate::error::cut(&key, 63)
-                )));
-            }
+        for (key, value) in crate::rpc::distinct_query(pairs)? {
             match key.as_str() {
                 "dry_run" => {
                     let b = match value.as_str() {
@@ -87,7 +80,7 @@ impl Params {
                             ))
                         }
                     };
-                    params.options.insert(key.clone(), Value::Bool(b));
+                    params.options.insert(key, Value::Bool(b));
                 }
                 "mode" | "on_duplicate" => {
                     let allowed: &[&str] = if key == "mode" {
@@ -101,7 +94,7 @@ impl Params {
                             allowed.join(" or ")
                         )));
                     }
-                    params.options.insert(key.clone(), Value::String(value));
+                    params.options.insert(key, Value::String(value));
                 }
                 "mapping" => match serde_json::from_str::<Value>(&value) {
                     Ok(m @ Value::Object(_)) => params.mapping = m,
@@ -119,7 +112,6 @@ impl Params {
                     )))
                 }
             }
-            seen.push(key);
         }
         Ok(params)
     }

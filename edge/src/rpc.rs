@@ -228,7 +228,7 @@ pub fn args_from_query(
     is_json: impl Fn(&str) -> bool,
 ) -> Result<Map<String, Value>, Error> {
     let mut map = Map::new();
-    for (key, value) in pairs {
+    for (key, value) in distinct_query(pairs)? {
         let value = if is_json(&key) {
             serde_json::from_str(&value).map_err(|_| {
                 Error::BadRequest(format!(
@@ -239,14 +239,22 @@ pub fn args_from_query(
         } else {
             Value::String(value)
         };
-        if map.insert(key.clone(), value).is_some() {
-            return Err(Error::BadRequest(format!(
-                "Query parameter {} is given more than once",
-                cut(&key, 63)
-            )));
-        }
+        map.insert(key, value);
     }
     Ok(map)
+}
+
+/// A query string's pairs, each key once (a key given twice is a 400: which one would count
+/// is a guess).
+pub fn distinct_query(pairs: Vec<(String, String)>) -> Result<Vec<(String, String)>, Error> {
+    let mut seen: BTreeSet<&str> = BTreeSet::new();
+    if let Some((key, _)) = pairs.iter().find(|(key, _)| !seen.insert(key.as_str())) {
+        return Err(Error::BadRequest(format!(
+            "Query parameter {} is given more than once",
+            cut(key, 63)
+        )));
+    }
+    Ok(pairs)
 }
 
 #[cfg(test)]
